@@ -1,0 +1,185 @@
+//! The tract engine: parse the ONNX file once, optimise it once, run the plan many times.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use sha2::{Digest, Sha256};
+use tract_onnx::pb::ModelProto;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+use tract_onnx::tract_hir::internal::DimLike;
+
+use super::{Engine, LoadOptions, ModelInfo};
+
+/// The optimised, runnable plan: the one place tract's plan type is named.
+type Plan = Arc<TypedRunnableModel>;
+
+/// A model loaded and optimised by tract.
+pub struct TractEngine {
+    plan: Plan,
+    info: ModelInfo,
+}
+
+impl TractEngine {
+    /// Loads, checks and optimises the ONNX model at `path`.
+    pub fn load(path: &Path, options: &LoadOptions) -> anyhow::Result<TractEngine> {
+        let started = Instant::now();
+        let bytes =
+            std::fs::read(path).with_context(|| format!("reading the model {}", path.display()))?;
+        let proto = tract_onnx::onnx()
+            .proto_model_for_read(&mut bytes.as_slice())
+            .with_context(|| format!("parsing {} as ONNX", path.display()))?;
+        let facts = ProtoFacts::read(&proto)?;
+        let mut model = tract_onnx::onnx()
+            .model_for_proto_model(&proto)
+            .with_context(|| format!("building the graph of {}", path.display()))?;
+        drop(proto);
+
+        let input_shape = concrete_input_shape(&model)?;
+        model = model
+            .with_input_fact(0, f32::fact(&input_shape).into())
+            .context("fixing the model input shape")?;
+        let typed = model.into_optimized().context("optimising the model")?;
+        let num_classes = output_len(&typed)?;
+        let plan = typed.into_runnable().context("planning the model")?;
+
+        let info = ModelInfo {
+            name: options.name.clone(),
+            framework: "ONNX",
+            runtime: format!("tract {}", env!("TRACT_VERSION")),
+            input_name: facts.input_name,
+            input_shape,
+            output_name: facts.output_name,
+            num_classes,
+            parameters: facts.parameters,
+            opset_version: facts.opset_version,
+            model_file_size: bytes.len() as u64,
+            model_sha256: hex(&Sha256::digest(&bytes)),
+            load_time_ms: started.elapsed().as_secs_f64() * 1000.0,
+        };
+        Ok(TractEngine { plan, info })
+    }
+}
+
+impl Engine for TractEngine {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn run(&self, input: Vec<f32>) -> anyhow::Result<Vec<f32>> {
+        let expected: usize = self.info.input_shape.iter().product();
+        if input.len() != expected {
+            bail!(
+                "input has {} values, the model takes {expected}",
+                input.len()
+            );
+        }
+        let tensor = Tensor::from_shape(&self.info.input_shape, &input)?;
+        let outputs = self
+            .plan
+            .run(tvec!(tensor.into_tvalue()))
+            .context("running the model")?;
+        let scores = outputs.first().context("the model produced no output")?;
+        let scores = scores
+            .try_as_plain_ram()
+            .and_then(|view| view.as_slice::<f32>())
+            .context("reading the model output as f32")?;
+        if scores.len() != self.info.num_classes {
+            bail!(
+                "the model produced {} scores, expected {}",
+                scores.len(),
+                self.info.num_classes
+            );
+        }
+        Ok(scores.to_vec())
+    }
+}
+
+/// What is read from the ONNX protobuf itself rather than from tract's graph.
+struct ProtoFacts {
+    input_name: String,
+    output_name: String,
+    parameters: u64,
+    opset_version: i64,
+}
+
+impl ProtoFacts {
+    fn read(proto: &ModelProto) -> anyhow::Result<ProtoFacts> {
+        let graph = proto
+            .graph
+            .as_ref()
+            .context("the ONNX file holds no graph")?;
+        let initializers: std::collections::HashSet<&str> =
+            graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let input_name = graph
+            .input
+            .iter()
+            .map(|i| i.name.as_str())
+            .find(|name| !initializers.contains(name))
+            .context("the model has no input")?
+            .to_owned();
+        let output_name = graph
+            .output
+            .first()
+            .context("the model has no output")?
+            .name
+            .clone();
+        let parameters = graph
+            .initializer
+            .iter()
+            .map(|t| t.dims.iter().map(|&d| d.max(0) as u64).product::<u64>())
+            .sum();
+        let opset_version = proto
+            .opset_import
+            .iter()
+            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map_or(0, |o| o.version);
+        Ok(ProtoFacts {
+            input_name,
+            output_name,
+            parameters,
+            opset_version,
+        })
+    }
+}
+
+/// The model's input shape with any symbolic batch dimension fixed to 1.
+fn concrete_input_shape(model: &InferenceModel) -> anyhow::Result<Vec<usize>> {
+    let fact = model.input_fact(0).context("the model has no input")?;
+    let shape = fact
+        .shape
+        .concretize()
+        .context("the model input has no known rank")?;
+    if shape.len() != 4 {
+        bail!(
+            "the model input has rank {}, expected NCHW (rank 4)",
+            shape.len()
+        );
+    }
+    let dims: Vec<Option<usize>> = shape.iter().map(|d| d.to_usize().ok()).collect();
+    match dims.as_slice() {
+        [_, Some(3), Some(h), Some(w)] => Ok(vec![1, 3, *h, *w]),
+        _ => bail!("the model input shape {shape:?} is not [N, 3, H, W] with a known H and W"),
+    }
+}
+
+/// The number of scores the optimised model outputs per image.
+fn output_len(model: &TypedModel) -> anyhow::Result<usize> {
+    let fact = model.output_fact(0).context("the model has no output")?;
+    let dims: Vec<usize> = fact
+        .shape
+        .iter()
+        .map(|d| d.to_usize().ok())
+        .collect::<Option<_>>()
+        .context("the model output shape is not fully known")?;
+    match dims.as_slice() {
+        [n] | [1, n] => Ok(*n),
+        _ => bail!("the model output shape {dims:?} is not [classes] or [1, classes]"),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

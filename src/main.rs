@@ -1,0 +1,182 @@
+//! The `densenet-api` binary: wiring only. Reads the configuration, loads the model once, builds
+//! the state, then runs as the Lambda function, the local server or the command-line classifier.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use densenet_api::classify::Classifier;
+use densenet_api::config::Config;
+use densenet_api::inference::{self, LoadOptions};
+use densenet_api::labels::Labels;
+use densenet_api::prediction_log::PredictionLog;
+use densenet_api::{AppState, cli};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "DenseNet121 image classification: AWS Lambda function, local server and CLI"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API locally (the default without a subcommand outside Lambda).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        /// Port to listen on.
+        #[arg(long, env = "PORT", default_value_t = 3000)]
+        port: u16,
+    },
+    /// Classify image files and print the top-k classes of each.
+    Predict {
+        /// Image files (JPEG, PNG, WebP, GIF, BMP, TIFF).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// How many classes to print per image.
+        #[arg(short = 'k', long, default_value_t = 5)]
+        top_k: usize,
+        /// Print the API's JSON response for each image instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::from_env()?;
+    let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+    init_tracing(in_lambda);
+
+    match cli.command {
+        Some(Command::Predict {
+            images,
+            top_k,
+            json,
+        }) => {
+            let classifier = load_classifier(&config)?;
+            cli::predict(&classifier, &images, top_k, json)
+        }
+        Some(Command::Serve { host, port }) => serve(config, SocketAddr::new(host, port)).await,
+        None if in_lambda => run_lambda(config).await,
+        None => serve(config, SocketAddr::from(([127, 0, 0, 1], 3000))).await,
+    }
+}
+
+async fn run_lambda(config: Config) -> anyhow::Result<()> {
+    let state = build_state(config).await?;
+    lambda_http::run(densenet_api::lambda_service(state))
+        .await
+        .map_err(|e| anyhow::anyhow!("the Lambda runtime stopped: {e}"))
+}
+
+async fn serve(config: Config, addr: SocketAddr) -> anyhow::Result<()> {
+    let state = build_state(config).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr} (set --port or PORT to use another port)"))?;
+    tracing::info!(address = %listener.local_addr()?, "listening");
+    densenet_api::serve(listener, state, shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Loads the model and log; a model that fails to load leaves the service up, answering 503.
+async fn build_state(config: Config) -> anyhow::Result<AppState> {
+    let classifier = match load_classifier(&config) {
+        Ok(classifier) => Some(classifier),
+        Err(err) if err.is::<LabelsMismatch>() => return Err(err),
+        Err(err) => {
+            tracing::error!(
+                error = format!("{err:#}"),
+                "model failed to load; answering 503"
+            );
+            None
+        }
+    };
+    let log = PredictionLog::local(config.stage, config.log_dir.clone());
+    Ok(AppState::new(config, classifier, log))
+}
+
+/// Marks a labels file that does not fit the model: a configuration error, fatal at start-up.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+struct LabelsMismatch(anyhow::Error);
+
+fn load_classifier(config: &Config) -> anyhow::Result<Classifier> {
+    let started = Instant::now();
+    let labels = match &config.labels_path {
+        Some(path) => Labels::from_file(path).map_err(LabelsMismatch)?,
+        None => Labels::imagenet(),
+    };
+    let options = LoadOptions {
+        name: config.model_name.clone(),
+        threads: config.inference_threads,
+    };
+    let engine = inference::load(&config.model_path, &options).with_context(|| {
+        format!(
+            "loading the model {} (set MODEL_PATH, or run scripts/fetch-model.sh)",
+            config.model_path.display()
+        )
+    })?;
+    let classifier =
+        Classifier::new(engine, labels, config.max_image_pixels).map_err(LabelsMismatch)?;
+    let info = classifier.engine().info();
+    tracing::info!(
+        model = %config.model_path.display(),
+        runtime = %info.runtime,
+        load_ms = info.load_time_ms,
+        init_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "model ready"
+    );
+    Ok(classifier)
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tract=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        // Lambda's JSON log format: one object per line, no ANSI, no timestamp (CloudWatch adds it).
+        builder.json().without_time().with_ansi(false).init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
