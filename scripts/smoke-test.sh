@@ -142,7 +142,7 @@ for ((i = 1; i <= retries; i++)); do
     status="$(request health "$url/health")"
     [ "$status" = 200 ] && break
     echo "... /health answered $status (try $i of $retries)"
-    sleep 3
+    [ "$i" -lt "$retries" ] && sleep 3
 done
 expect_status health 200 "$status"
 check health "$work/health.body" "$stage" || die "/health"

@@ -67,6 +67,9 @@ pub struct Config {
     pub logs_bucket: Option<String>,
     /// `LOG_DIR`: the local prediction-log directory when no bucket is set. Default `data/logs`.
     pub log_dir: PathBuf,
+    /// `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`: an S3-compatible server for the log bucket
+    /// (`http://` or `https://`), addressed path-style. Default: AWS's own endpoints.
+    pub s3_endpoint_url: Option<String>,
     /// `LOG_WRITE_TIMEOUT_MS`: how long a prediction may wait for its log line to be stored.
     /// Default 1000.
     pub log_write_timeout: Duration,
@@ -103,6 +106,7 @@ impl Default for Config {
             stage: Stage::Dev,
             logs_bucket: None,
             log_dir: PathBuf::from("data/logs"),
+            s3_endpoint_url: None,
             log_write_timeout: Duration::from_millis(1000),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_image_pixels: DEFAULT_MAX_IMAGE_PIXELS,
@@ -137,6 +141,12 @@ impl Config {
         config.logs_bucket = get("LOGS_BUCKET").map(|v| v.trim().to_owned());
         if let Some(v) = get("LOG_DIR") {
             config.log_dir = PathBuf::from(v);
+        }
+        if let Some((name, v)) = get("AWS_ENDPOINT_URL_S3")
+            .map(|v| ("AWS_ENDPOINT_URL_S3", v))
+            .or_else(|| get("AWS_ENDPOINT_URL").map(|v| ("AWS_ENDPOINT_URL", v)))
+        {
+            config.s3_endpoint_url = Some(parse_endpoint(name, &v)?);
         }
         if let Some(v) = get("LOG_WRITE_TIMEOUT_MS") {
             config.log_write_timeout =
@@ -184,6 +194,19 @@ fn positive<T: Default + PartialEq>(name: &str, value: T) -> anyhow::Result<T> {
     Ok(value)
 }
 
+fn parse_endpoint(name: &str, value: &str) -> anyhow::Result<String> {
+    let url = value.trim().trim_end_matches('/');
+    let host = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    if host.is_none_or(str::is_empty) {
+        bail!(
+            "{name} must be an http:// or https:// URL such as `http://127.0.0.1:8333`, not {value:?}"
+        );
+    }
+    Ok(url.to_owned())
+}
+
 fn parse_origins(value: &str) -> anyhow::Result<AllowedOrigins> {
     if value.trim() == "*" {
         return Ok(AllowedOrigins::Any);
@@ -229,6 +252,23 @@ mod tests {
         assert_eq!(c.cors_allow_origins, AllowedOrigins::Any);
         assert_eq!(c.logs_bucket, None);
         assert_eq!(c.log_write_timeout, Duration::from_secs(1));
+        assert_eq!(c.s3_endpoint_url, None);
+    }
+
+    #[test]
+    fn the_s3_endpoint_prefers_the_service_specific_variable() {
+        let c = config(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:8333/")]).unwrap();
+        assert_eq!(c.s3_endpoint_url.as_deref(), Some("http://127.0.0.1:8333"));
+        let c = config(&[
+            ("AWS_ENDPOINT_URL", "http://a.example"),
+            ("AWS_ENDPOINT_URL_S3", "https://s3.example"),
+        ])
+        .unwrap();
+        assert_eq!(c.s3_endpoint_url.as_deref(), Some("https://s3.example"));
+        let err = config(&[("AWS_ENDPOINT_URL", "127.0.0.1:8333")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("AWS_ENDPOINT_URL"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod inference;
 pub mod labels;
+pub mod model_repo;
 pub mod prediction_log;
 pub mod preprocess;
 pub mod routes;

@@ -3,16 +3,19 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use aws_config::BehaviorVersion;
+use aws_config::meta::region::RegionProviderChain;
 use clap::{Parser, Subcommand};
 use densenet_api::classify::Classifier;
-use densenet_api::config::Config;
+use densenet_api::config::{Config, Stage};
 use densenet_api::inference::{self, LoadOptions};
 use densenet_api::labels::Labels;
-use densenet_api::prediction_log::PredictionLog;
-use densenet_api::{AppState, cli};
+use densenet_api::prediction_log::{LocalStore, LogStore, PredictionLog, S3Store, WriteMode, s3};
+use densenet_api::{AppState, cli, model_repo};
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +50,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Manage the ECR repository that holds the model image.
+    ModelRepo {
+        #[command(subcommand)]
+        action: ModelRepoAction,
+        /// The stage whose repository (densenet121-model-STAGE) to use.
+        #[arg(long, global = true, default_value = "dev")]
+        stage: Stage,
+        /// The AWS region (default: the AWS configuration's, e.g. AWS_REGION).
+        #[arg(long, global = true)]
+        region: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelRepoAction {
+    /// Create the repository if needed, with scan on push and a lifecycle policy; print its URI.
+    Ensure,
+    /// Print the digest-pinned URI of the newest model image.
+    Resolve,
 }
 
 #[tokio::main]
@@ -65,6 +87,15 @@ async fn main() -> anyhow::Result<()> {
             let classifier = load_classifier(&config)?;
             cli::predict(&classifier, &images, top_k, json)
         }
+        Some(Command::ModelRepo { action, stage, region }) => {
+            let client = aws_sdk_ecr::Client::new(&load_aws_config(region).await);
+            let uri = match action {
+                ModelRepoAction::Ensure => model_repo::ensure(&client, stage.as_str()).await?,
+                ModelRepoAction::Resolve => model_repo::resolve(&client, stage.as_str()).await?,
+            };
+            println!("{uri}");
+            Ok(())
+        }
         Some(Command::Serve { host, port }) => serve(config, SocketAddr::new(host, port)).await,
         None if in_lambda => run_lambda(config).await,
         None => serve(config, SocketAddr::from(([127, 0, 0, 1], 3000))).await,
@@ -72,27 +103,29 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run_lambda(config: Config) -> anyhow::Result<()> {
-    let state = build_state(config).await?;
+    // Lambda freezes the process after each response, so lines are stored before it.
+    let state = build_state(config, WriteMode::Inline).await?;
     lambda_http::run(densenet_api::lambda_service(state))
         .await
         .map_err(|e| anyhow::anyhow!("the Lambda runtime stopped: {e}"))
 }
 
 async fn serve(config: Config, addr: SocketAddr) -> anyhow::Result<()> {
-    let state = build_state(config).await?;
+    let state = build_state(config, WriteMode::Background).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr} (set --port or PORT to use another port)"))?;
     tracing::info!(address = %listener.local_addr()?, "listening");
-    densenet_api::serve(listener, state, shutdown_signal())
+    densenet_api::serve(listener, state.clone(), shutdown_signal())
         .await
         .context("serving HTTP")?;
-    tracing::info!("stopped");
+    state.log.flush().await;
+    tracing::info!(log_write_failures = state.log.write_failures(), "stopped");
     Ok(())
 }
 
 /// Loads the model and log; a model that fails to load leaves the service up, answering 503.
-async fn build_state(config: Config) -> anyhow::Result<AppState> {
+async fn build_state(config: Config, log_mode: WriteMode) -> anyhow::Result<AppState> {
     let classifier = match load_classifier(&config) {
         Ok(classifier) => Some(classifier),
         Err(err) if err.is::<LabelsMismatch>() => return Err(err),
@@ -104,7 +137,28 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
             None
         }
     };
-    let log = PredictionLog::local(config.stage, config.log_dir.clone());
+    let store: Arc<dyn LogStore> = match &config.logs_bucket {
+        Some(bucket) => {
+            let region = RegionProviderChain::default_provider().or_else("us-east-1");
+            let sdk = aws_config::defaults(BehaviorVersion::latest())
+                .region(region)
+                .load()
+                .await;
+            let s3_config = s3::client_config(&sdk, config.s3_endpoint_url.as_deref()).build();
+            tracing::info!(bucket, stage = %config.stage, "prediction log in S3");
+            Arc::new(S3Store::new(
+                aws_sdk_s3::Client::from_conf(s3_config),
+                bucket,
+                config.stage,
+            ))
+        }
+        None => {
+            let store = LocalStore::new(config.stage, &config.log_dir);
+            tracing::info!(path = %store.path().display(), "prediction log in a local file");
+            Arc::new(store)
+        }
+    };
+    let log = PredictionLog::new(config.stage, store, config.log_write_timeout, log_mode);
     Ok(AppState::new(config, classifier, log))
 }
 
@@ -142,12 +196,22 @@ fn load_classifier(config: &Config) -> anyhow::Result<Classifier> {
     Ok(classifier)
 }
 
+/// The AWS SDK configuration from the environment (credentials, region, `AWS_ENDPOINT_URL`).
+async fn load_aws_config(region: Option<String>) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region));
+    }
+    loader.load().await
+}
+
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tract=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
         // Lambda's JSON log format: one object per line, no ANSI, no timestamp (CloudWatch adds it).
         builder.json().without_time().with_ansi(false).init();

@@ -101,22 +101,34 @@ fn classify(format: ImageFormat, err: image::ImageError) -> ImageError {
 
 /// Resizes RGB pixels to `width` x `height` the way the original service did.
 ///
-/// A stretch without crop, with a Catmull-Rom convolution: the filter Pillow calls BICUBIC,
-/// computed in 8 bits between passes as Pillow does.
+/// A stretch without crop, with a Catmull-Rom convolution: the filter Pillow calls BICUBIC.
+/// Pillow filters rows first and rounds to 8 bits before filtering columns; `fast_image_resize`
+/// would filter columns first for 8-bit images, which clips overshoots at other places, so the
+/// two passes are run one at a time in Pillow's order.
 pub fn resize(rgb: &RgbImage, width: u32, height: u32) -> Result<RgbImage, ImageError> {
     let (src_w, src_h) = rgb.dimensions();
-    if (src_w, src_h) == (width, height) {
-        return Ok(rgb.clone());
+    let mut resizer = Resizer::new();
+    let rows_done = if src_w == width {
+        rgb.clone()
+    } else {
+        resize_pass(&mut resizer, rgb, width, src_h)?
+    };
+    if src_h == height {
+        return Ok(rows_done);
     }
-    let src = fast_image_resize::images::ImageRef::new(src_w, src_h, rgb.as_raw(), PixelType::U8x3)
-        .map_err(|e| ImageError::Invalid(format!("unusable pixel buffer: {e}")))?;
+    resize_pass(&mut resizer, &rows_done, width, height)
+}
+
+/// One convolution pass: exactly one of the two dimensions changes.
+fn resize_pass(resizer: &mut Resizer, src: &RgbImage, width: u32, height: u32) -> Result<RgbImage, ImageError> {
+    let unusable = |e: &dyn std::fmt::Display| ImageError::Invalid(format!("cannot resize the image: {e}"));
+    let (src_w, src_h) = src.dimensions();
+    let src = fast_image_resize::images::ImageRef::new(src_w, src_h, src.as_raw(), PixelType::U8x3)
+        .map_err(|e| unusable(&e))?;
     let mut dst = ResizeImage::new(width, height, PixelType::U8x3);
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom));
-    Resizer::new()
-        .resize(&src, &mut dst, &options)
-        .map_err(|e| ImageError::Invalid(format!("cannot resize the image: {e}")))?;
-    RgbImage::from_raw(width, height, dst.into_vec())
-        .ok_or_else(|| ImageError::Invalid("resized buffer has the wrong size".into()))
+    resizer.resize(&src, &mut dst, &options).map_err(|e| unusable(&e))?;
+    RgbImage::from_raw(width, height, dst.into_vec()).ok_or_else(|| unusable(&"wrong buffer size"))
 }
 
 /// Scales to [0, 1], normalises with [`MEAN`] and [`STD`] and lays the pixels out as NCHW.

@@ -1,6 +1,7 @@
 //! The HTTP routes: one axum router for the Lambda function, the local server and the tests.
 
 mod health;
+mod logs;
 mod openapi;
 mod predict;
 
@@ -28,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::spec))
         .route("/predict", post(predict::predict))
         .route("/predict-file", post(predict::predict))
+        .merge(logs::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(cors)

@@ -232,14 +232,20 @@ def docker_stub(tmp_path: Path) -> DockerStub:
     return DockerStub(tmp_path / "docker-stub")
 
 
-def path_without(command: str, path: str, keep: list[str], scratch: Path) -> str:
-    """PATH minus every directory holding `command`; the commands in `keep` stay reachable
-    through links in `scratch`."""
-    dirs = [d for d in path.split(os.pathsep) if d and not (Path(d) / command).exists()]
-    scratch.mkdir(parents=True, exist_ok=True)
-    for tool in keep:
-        if shutil.which(tool, path=os.pathsep.join(dirs)) is None:
-            found = shutil.which(tool)
-            assert found, f"{tool} is not on PATH"
-            (scratch / tool).symlink_to(found)
-    return os.pathsep.join([str(scratch), *dirs])
+def path_without(command: str, path: str, scratch: Path) -> str:
+    """PATH with `command` hidden: each directory holding it is replaced by a shadow directory of
+    links to everything else in it (docker may sit in /usr/bin beside bash and coreutils)."""
+    dirs = []
+    for i, d in enumerate(p for p in path.split(os.pathsep) if p):
+        if not (Path(d) / command).exists():
+            dirs.append(d)
+            continue
+        shadow = scratch / f"shadow-{i}"
+        shadow.mkdir(parents=True, exist_ok=True)
+        for entry in os.listdir(d):
+            if entry != command and not (shadow / entry).exists():
+                (shadow / entry).symlink_to(Path(d) / entry)
+        dirs.append(str(shadow))
+    hidden = os.pathsep.join(dirs)
+    assert shutil.which(command, path=hidden) is None
+    return hidden

@@ -132,7 +132,7 @@ def test_missing_docker_fails_clearly(moto_endpoint, fake_model, tmp_path: Path)
     model, model_sha = fake_model
     env = aws_base_env(moto_endpoint)
     env["MODEL_SHA256"] = model_sha
-    env["PATH"] = path_without("docker", env["PATH"], ["aws"], tmp_path / "tools")
+    env["PATH"] = path_without("docker", env["PATH"], tmp_path / "path")
 
     result = run_script(env, "--model", str(model), "dev", "us-east-1")
 
