@@ -179,6 +179,17 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The threads one inference uses: `INFERENCE_THREADS`, or the CPUs available when 0. On
+    /// Lambda that follows the memory setting (one vCPU per 1769 MB).
+    pub fn effective_inference_threads(&self) -> usize {
+        match self.inference_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
 fn parse_number<T: FromStr>(name: &str, value: &str) -> anyhow::Result<T> {
     value
         .trim()

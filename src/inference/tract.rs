@@ -9,6 +9,8 @@ use sha2::{Digest, Sha256};
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
+use tract_linalg::multithread::Executor;
+use tract_onnx::tract_core::runtime::RunOptions;
 use tract_onnx::tract_hir::internal::DimLike;
 
 use super::{Engine, LoadOptions, ModelInfo};
@@ -43,7 +45,9 @@ impl TractEngine {
             .context("fixing the model input shape")?;
         let typed = model.into_optimized().context("optimising the model")?;
         let num_classes = output_len(&typed)?;
-        let plan = typed.into_runnable().context("planning the model")?;
+        let plan = typed
+            .into_runnable_with_options(&run_options(options.threads))
+            .context("planning the model")?;
 
         let info = ModelInfo {
             name: options.name.clone(),
@@ -95,6 +99,12 @@ impl Engine for TractEngine {
         }
         Ok(scores.to_vec())
     }
+}
+
+/// One thread runs the plan on the caller's thread; more share a pool for the matrix products.
+fn run_options(threads: usize) -> RunOptions {
+    let executor = (threads > 1).then(|| Executor::multithread_with_name(threads, "densenet-mm"));
+    RunOptions { executor, ..RunOptions::default() }
 }
 
 /// What is read from the ONNX protobuf itself rather than from tract's graph.

@@ -98,8 +98,11 @@ pub fn png(width: u32, height: u32) -> Vec<u8> {
 /// The boundary used by [`multipart`].
 pub const BOUNDARY: &str = "test-boundary-7MA4YWxkTrZu0gW";
 
+/// One multipart part: field name, optional file name, content.
+pub type Part<'a> = (&'a str, Option<&'a [u8]>, &'a [u8]);
+
 /// A multipart/form-data body of `(name, filename, bytes)` parts.
-pub fn multipart(parts: &[(&str, Option<&[u8]>, &[u8])]) -> Vec<u8> {
+pub fn multipart(parts: &[Part]) -> Vec<u8> {
     let mut body = Vec::new();
     for (name, filename, data) in parts {
         body.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
@@ -123,7 +126,7 @@ pub fn post(uri: &str, content_type: &str, body: impl Into<Body>) -> Request<Bod
 }
 
 /// A multipart POST of the given parts to `uri`.
-pub fn post_multipart(uri: &str, parts: &[(&str, Option<&[u8]>, &[u8])]) -> Request<Body> {
+pub fn post_multipart(uri: &str, parts: &[Part]) -> Request<Body> {
     post(uri, &format!("multipart/form-data; boundary={BOUNDARY}"), multipart(parts))
 }
 
