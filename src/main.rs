@@ -175,7 +175,7 @@ fn load_classifier(config: &Config) -> anyhow::Result<Classifier> {
     };
     let options = LoadOptions {
         name: config.model_name.clone(),
-        threads: config.inference_threads,
+        threads: config.effective_inference_threads(),
     };
     let engine = inference::load(&config.model_path, &options).with_context(|| {
         format!(
