@@ -24,6 +24,8 @@ const READ_CONCURRENCY: usize = 32;
 const CONDITIONAL_ATTEMPTS: usize = 5;
 /// The time format of keys: fixed width, so the lexical order of keys is their time order.
 const KEY_TIME: &str = "%Y%m%dT%H%M%S%.6fZ";
+/// The length of a formatted key time, `20261204T153420.000001Z`.
+const KEY_TIME_LEN: usize = 23;
 const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 
 /// Bounds each S3 call, reads included, so a server that stops answering cannot hold a request
@@ -89,34 +91,11 @@ impl S3Store {
 }
 
 impl Inner {
-    /// The key of a line object: its first line's time, then a random id against collisions.
-    fn line_key(&self, time: DateTime<Utc>) -> String {
-        format!(
-            "{}{}-{}.txt",
-            self.lines_prefix,
-            time.format(KEY_TIME),
-            uuid::Uuid::new_v4().simple()
-        )
-    }
-
-    /// Every line key written at or after `time` sorts after this one.
-    fn boundary_key(&self, time: DateTime<Utc>) -> String {
-        format!("{}{}", self.lines_prefix, time.format(KEY_TIME))
-    }
-
-    fn key_time(&self, key: &str) -> Option<DateTime<Utc>> {
-        let name = key.strip_prefix(&self.lines_prefix)?;
-        let time = name.get(..23)?;
-        NaiveDateTime::parse_from_str(time, KEY_TIME)
-            .ok()
-            .map(|t| t.and_utc())
-    }
-
     /// Stores `body` under a new key; `If-None-Match: *` makes S3 refuse to replace an existing
     /// object, so a line can never overwrite another, even on a (vanishingly unlikely) key clash.
     async fn put_new(&self, time: DateTime<Utc>, body: Bytes) -> anyhow::Result<()> {
         for _ in 0..CONDITIONAL_ATTEMPTS {
-            let key = self.line_key(time);
+            let key = line_key(&self.lines_prefix, time);
             let result = self
                 .client
                 .put_object()
@@ -253,7 +232,7 @@ impl Inner {
     /// Deletes the line objects written before `before`, which readers already skip; failures
     /// only leave hidden objects behind, so they are logged, not returned.
     async fn delete_before(&self, before: DateTime<Utc>) {
-        let boundary = self.boundary_key(before);
+        let boundary = boundary_key(&self.lines_prefix, before);
         let mut token = None;
         loop {
             let (keys, next) = match self.list(None, token).await {
@@ -331,11 +310,13 @@ impl LogStore for S3Store {
         Box::pin(async move {
             let inner = self.inner.clone();
             let cleared = inner.cleared().await?;
-            let start_after = cleared.as_ref().map(|c| inner.boundary_key(c.at));
+            let start_after = cleared
+                .as_ref()
+                .map(|c| boundary_key(&inner.lines_prefix, c.at));
             let (first_keys, next) = inner.list(start_after.as_deref(), None).await?;
             let started = match (&cleared, first_keys.first()) {
                 (Some(c), _) => c.at,
-                (None, Some(key)) => inner.key_time(key).unwrap_or_else(Utc::now),
+                (None, Some(key)) => key_time(&inner.lines_prefix, key).unwrap_or_else(Utc::now),
                 (None, None) => return Ok(None),
             };
             let header = Bytes::from(format::header(inner.stage, started));
@@ -379,6 +360,26 @@ impl LogStore for S3Store {
     fn bucket(&self) -> Option<&str> {
         Some(&self.inner.bucket)
     }
+}
+
+/// The key of a line object: its first line's time, then a random id against collisions.
+fn line_key(prefix: &str, time: DateTime<Utc>) -> String {
+    let id = uuid::Uuid::new_v4().simple();
+    format!("{prefix}{}-{id}.txt", time.format(KEY_TIME))
+}
+
+/// Every line key of a time at or after `time` sorts after this one, every earlier one before.
+fn boundary_key(prefix: &str, time: DateTime<Utc>) -> String {
+    format!("{prefix}{}", time.format(KEY_TIME))
+}
+
+/// The time a line key starts with.
+fn key_time(prefix: &str, key: &str) -> Option<DateTime<Utc>> {
+    let name = key.strip_prefix(prefix)?;
+    let time = name.get(..KEY_TIME_LEN)?;
+    NaiveDateTime::parse_from_str(time, KEY_TIME)
+        .ok()
+        .map(|t| t.and_utc())
 }
 
 /// The error in one line: the service's code and message, or the chain of causes of a failure
@@ -435,5 +436,46 @@ trait HasStatus {
 impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
     fn status_code(&self) -> u16 {
         self.status().as_u16()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    const PREFIX: &str = "logsdev/predicciones_dev/lines/";
+
+    #[test]
+    fn keys_sort_in_time_order_and_carry_their_time() {
+        let t0 = Utc.with_ymd_and_hms(2026, 12, 4, 9, 5, 7).unwrap();
+        let times = [
+            t0,
+            t0 + chrono::Duration::microseconds(1),
+            t0 + chrono::Duration::milliseconds(999),
+            t0 + chrono::Duration::hours(15),
+            t0 + chrono::Duration::days(40),
+        ];
+        let keys: Vec<String> = times.iter().map(|t| line_key(PREFIX, *t)).collect();
+        assert!(keys.is_sorted(), "{keys:?}");
+        assert!(keys[0].starts_with("logsdev/predicciones_dev/lines/20261204T090507.000000Z-"));
+        for (key, time) in keys.iter().zip(times) {
+            assert_eq!(key_time(PREFIX, key), Some(time));
+        }
+        assert_ne!(line_key(PREFIX, t0), line_key(PREFIX, t0));
+        assert_eq!(
+            key_time(PREFIX, "logsdev/predicciones_dev/lines/junk"),
+            None
+        );
+        assert_eq!(key_time("other/", &keys[0]), None);
+    }
+
+    #[test]
+    fn the_boundary_splits_keys_at_a_time() {
+        let t = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        let boundary = boundary_key(PREFIX, t);
+        assert!(line_key(PREFIX, t - chrono::Duration::microseconds(1)) < boundary);
+        assert!(line_key(PREFIX, t) > boundary);
+        assert!(line_key(PREFIX, t + chrono::Duration::microseconds(1)) > boundary);
     }
 }
