@@ -951,6 +951,17 @@ async fn stats_and_views_agree_with_a_recount_of_the_download() {
     let text = download(&service).await;
     let lines = parse_log(&text, Stage::Dev);
     assert_eq!(lines.len(), 153);
+    assert_eq!(
+        text.lines().next(),
+        Some(
+            format!(
+                "# Predicciones para DEV - Iniciado el {}",
+                lines[0].timestamp
+            )
+            .as_str()
+        ),
+        "a log never cleared starts at its first line"
+    );
     let timestamps: Vec<&str> = lines.iter().map(|l| l.timestamp.as_str()).collect();
     assert!(timestamps.is_sorted(), "oldest first");
     assert_eq!(lines[0].filename, "seed-0.png");
@@ -1152,4 +1163,164 @@ async fn moto_serves_the_same_log() {
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0].filename, "three.png");
     assert_eq!(stats(&service).await["total_predictions"], 1);
+}
+
+// ----- the binary: configuration, and the queue stored before it exits -----
+
+/// One HTTP/1.1 request over a new connection; returns the status and the body.
+async fn http(addr: &str, head: &str, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "{head}\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("send");
+    stream.write_all(body).await.expect("send");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut response))
+        .await
+        .expect("an answer within 30 s")
+        .expect("receive");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+/// A TCP proxy to `upstream` that holds each chunk from the client for `delay`: an S3 server
+/// that is slow but works.
+async fn slow_proxy(upstream: &str, delay: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                let up = async move {
+                    let mut buf = vec![0; 64 * 1024];
+                    while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                        tokio::time::sleep(delay).await;
+                        if to_server.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to_server.shutdown().await;
+                };
+                let down = tokio::io::copy(&mut from_server, &mut to_client);
+                let _ = tokio::join!(up, down);
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_server_logs_to_s3_and_stores_its_queue_before_exiting() {
+    use std::io::BufRead;
+    let endpoint = seaweed_url();
+    let client = s3_client(&endpoint, None).await;
+    let bucket = new_bucket(&client).await;
+    // Each write takes at least 300 ms, so lines are still queued when the server is told to stop.
+    let slow = slow_proxy(&endpoint, Duration::from_millis(300)).await;
+    let model = required_env("TEST_MODEL_PATH", "make a test model");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_densenet-api"))
+        .args(["serve", "--port", "0"])
+        .env("MODEL_PATH", model)
+        .env("STAGE", "prod")
+        .env("LOGS_BUCKET", &bucket)
+        .env("AWS_ENDPOINT_URL", &slow)
+        .env("LOG_WRITE_TIMEOUT_MS", "10000")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env_remove("AWS_ENDPOINT_URL_S3")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the server");
+    let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut log = Vec::new();
+    let addr = loop {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = lines.recv_timeout(wait) else {
+            let _ = child.kill();
+            panic!("the server did not start:\n{}", log.join("\n"));
+        };
+        let address = line
+            .split("address=")
+            .nth(1)
+            .and_then(|a| a.split_whitespace().next())
+            .map(str::to_owned);
+        log.push(line);
+        if let Some(address) = address {
+            break address;
+        }
+    };
+
+    let (status, body) = http(&addr, "DELETE /logs/predictions HTTP/1.1", b"").await;
+    assert_eq!(status, 403, "{body}");
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(png_base64())
+        .expect("base64");
+    for i in 0..3 {
+        let head =
+            format!("POST /predict?filename=served-{i}.png HTTP/1.1\r\nContent-Type: image/png");
+        let (status, body) = http(&addr, &head, &png).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    // Stop at once: whatever the writer still holds must reach the bucket before the exit.
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(stopped.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("wait")
+        .expect("the server's exit status");
+    assert!(status.success(), "{status}");
+    log.extend(lines.try_iter());
+    let log = log.join("\n");
+    assert!(log.contains("prediction log in S3"), "{log}");
+    assert!(log.contains("log_write_failures=0"), "{log}");
+
+    let reader = state(
+        Stage::Prod,
+        s3_log(Stage::Prod, client, &bucket, WriteMode::Inline),
+    );
+    let names: Vec<String> = parse_log(&download(&reader).await, Stage::Prod)
+        .into_iter()
+        .map(|l| l.filename)
+        .collect();
+    assert_eq!(names, ["served-0.png", "served-1.png", "served-2.png"]);
 }
