@@ -79,9 +79,9 @@ impl Classifier {
     /// Classifies one encoded image. CPU-bound: call it off the async executor.
     pub fn classify(&self, bytes: &[u8], k: usize) -> Result<Classification, ClassifyError> {
         let started = Instant::now();
-        let rgb = preprocess::decode(bytes, self.max_pixels)?;
-        let decoded = Instant::now();
         let (height, width) = self.engine.info().input_hw();
+        let rgb = preprocess::decode_for_input(bytes, self.max_pixels, width, height)?;
+        let decoded = Instant::now();
         let tensor = preprocess::to_tensor(&rgb, width, height)?;
         drop(rgb);
         let preprocessed = Instant::now();

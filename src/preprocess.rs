@@ -35,6 +35,88 @@ pub enum ImageError {
     TooLarge(String),
 }
 
+/// Decodes `bytes` into upright RGB pixels for a model input of `width` x `height`.
+///
+/// A JPEG far larger than the input is decoded at 1/2, 1/4 or 1/8 scale straight from its DCT
+/// coefficients, skipping most of the decoding work; the scale keeps at least twice the input's
+/// resolution on both axes, so the bicubic resize that follows still does the final filtering.
+/// Everything else, and every failure of that path, goes through [`decode`].
+pub fn decode_for_input(
+    bytes: &[u8],
+    max_pixels: u64,
+    width: u32,
+    height: u32,
+) -> Result<RgbImage, ImageError> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        if let Some(rgb) = decode_jpeg_scaled(bytes, max_pixels, width.max(height))? {
+            return Ok(rgb);
+        }
+    }
+    decode(bytes, max_pixels)
+}
+
+/// The scaled JPEG path: `Ok(None)` when scaling would not pay or the decoder cannot serve it.
+fn decode_jpeg_scaled(
+    bytes: &[u8],
+    max_pixels: u64,
+    side: u32,
+) -> Result<Option<RgbImage>, ImageError> {
+    let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    if decoder.read_info().is_err() {
+        return Ok(None);
+    }
+    let Some(info) = decoder.info() else {
+        return Ok(None);
+    };
+    let (w, h) = (u32::from(info.width), u32::from(info.height));
+    check_pixels(w, h, max_pixels)?;
+    let keep = 2 * side;
+    let Some(denominator) = [8u32, 4, 2]
+        .into_iter()
+        .find(|d| w.div_ceil(*d) >= keep && h.div_ceil(*d) >= keep)
+    else {
+        return Ok(None);
+    };
+    if info.pixel_format == jpeg_decoder::PixelFormat::CMYK32 {
+        return Ok(None);
+    }
+    let (Ok(sw), Ok(sh)) = (
+        u16::try_from(w.div_ceil(denominator)),
+        u16::try_from(h.div_ceil(denominator)),
+    ) else {
+        return Ok(None);
+    };
+    let Ok((out_w, out_h)) = decoder.scale(sw, sh) else {
+        return Ok(None);
+    };
+    let Ok(pixels) = decoder.decode() else {
+        return Ok(None);
+    };
+    let (out_w, out_h) = (u32::from(out_w), u32::from(out_h));
+    let image = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => {
+            RgbImage::from_raw(out_w, out_h, pixels).map(DynamicImage::ImageRgb8)
+        }
+        jpeg_decoder::PixelFormat::L8 => {
+            image::GrayImage::from_raw(out_w, out_h, pixels).map(DynamicImage::ImageLuma8)
+        }
+        _ => None,
+    };
+    let Some(mut image) = image else {
+        return Ok(None);
+    };
+    if let Some(orientation) = decoder
+        .exif_data()
+        .and_then(image::metadata::Orientation::from_exif_chunk)
+    {
+        image.apply_orientation(orientation);
+    }
+    Ok(Some(match image {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => other.to_rgb8(),
+    }))
+}
+
 /// Decodes `bytes` into upright RGB pixels, refusing images over `max_pixels` before decoding.
 pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageError> {
     let reader = ImageReader::new(Cursor::new(bytes))
@@ -120,14 +202,22 @@ pub fn resize(rgb: &RgbImage, width: u32, height: u32) -> Result<RgbImage, Image
 }
 
 /// One convolution pass: exactly one of the two dimensions changes.
-fn resize_pass(resizer: &mut Resizer, src: &RgbImage, width: u32, height: u32) -> Result<RgbImage, ImageError> {
-    let unusable = |e: &dyn std::fmt::Display| ImageError::Invalid(format!("cannot resize the image: {e}"));
+fn resize_pass(
+    resizer: &mut Resizer,
+    src: &RgbImage,
+    width: u32,
+    height: u32,
+) -> Result<RgbImage, ImageError> {
+    let unusable =
+        |e: &dyn std::fmt::Display| ImageError::Invalid(format!("cannot resize the image: {e}"));
     let (src_w, src_h) = src.dimensions();
     let src = fast_image_resize::images::ImageRef::new(src_w, src_h, src.as_raw(), PixelType::U8x3)
         .map_err(|e| unusable(&e))?;
     let mut dst = ResizeImage::new(width, height, PixelType::U8x3);
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom));
-    resizer.resize(&src, &mut dst, &options).map_err(|e| unusable(&e))?;
+    resizer
+        .resize(&src, &mut dst, &options)
+        .map_err(|e| unusable(&e))?;
     RgbImage::from_raw(width, height, dst.into_vec()).ok_or_else(|| unusable(&"wrong buffer size"))
 }
 
@@ -254,6 +344,45 @@ mod tests {
         out.extend_from_slice(&segment);
         out.extend_from_slice(&jpeg[2..]);
         out
+    }
+
+    #[test]
+    fn large_jpegs_decode_at_reduced_scale_with_nearly_the_same_tensor() {
+        let big = DynamicImage::ImageRgb8(gradient(1900, 1000));
+        let jpeg = encode(&big, ImageFormat::Jpeg);
+        // 1900x1000 keeps >= 448 on both axes at 1/2 scale only.
+        let scaled = decode_for_input(&jpeg, 10_000_000, 224, 224).unwrap();
+        assert_eq!(scaled.dimensions(), (950, 500));
+        let full = decode(&jpeg, 10_000_000).unwrap();
+        let a = to_tensor(&scaled, 224, 224).unwrap();
+        let b = to_tensor(&full, 224, 224).unwrap();
+        let mean_diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32;
+        // Less than one grey level on average (one level is about 0.017 after normalisation).
+        assert!(mean_diff < 0.017, "{mean_diff}");
+
+        // Orientation still applies on the scaled path; small JPEGs take the full path.
+        let rotated = insert_exif_orientation(&jpeg, 6);
+        assert_eq!(
+            decode_for_input(&rotated, 10_000_000, 224, 224)
+                .unwrap()
+                .dimensions(),
+            (500, 950)
+        );
+        let small = encode(
+            &DynamicImage::ImageRgb8(gradient(640, 480)),
+            ImageFormat::Jpeg,
+        );
+        assert_eq!(
+            decode_for_input(&small, 10_000_000, 224, 224)
+                .unwrap()
+                .dimensions(),
+            (640, 480)
+        );
+        // The pixel limit is checked before any decoding on this path too.
+        assert!(matches!(
+            decode_for_input(&jpeg, 1_000_000, 224, 224),
+            Err(ImageError::TooLarge(_))
+        ));
     }
 
     #[test]
