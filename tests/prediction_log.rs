@@ -392,7 +392,6 @@ async fn new_bucket(client: &aws_sdk_s3::Client) -> String {
         });
     // SeaweedFS allocates storage for a new bucket on its first write, which can take longer
     // than a log write may; a first object outside the log keeps that out of the tests.
-    let started = Instant::now();
     client
         .put_object()
         .bucket(&name)
@@ -406,7 +405,6 @@ async fn new_bucket(client: &aws_sdk_s3::Client) -> String {
                 aws_sdk_s3::error::DisplayErrorContext(e)
             )
         });
-    eprintln!("first write to {name}: {:.2?}", started.elapsed());
     name
 }
 
@@ -790,6 +788,74 @@ async fn a_dead_slow_or_missing_bucket_neither_fails_nor_stalls_predict() {
             }
         }
     }
+}
+
+/// A TCP proxy to `upstream` that forwards the first connection's request but hangs up instead of
+/// passing on the answer, as a network failure after S3 stored an object would; later
+/// connections pass through. Returns its URL and the count of connections.
+async fn answer_losing_proxy(upstream: &str) -> (String, Arc<AtomicU64>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    let connections = Arc::new(AtomicU64::new(0));
+    let counter = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let lose = counter.fetch_add(1, Ordering::SeqCst) == 0;
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                if lose {
+                    let forward = tokio::io::copy(&mut from_client, &mut to_server);
+                    let mut answer = [0; 1];
+                    tokio::select! {
+                        _ = forward => {}
+                        _ = from_server.read(&mut answer) => {}
+                    }
+                    return; // both sockets close, the answer unsent
+                }
+                let up = tokio::io::copy(&mut from_client, &mut to_server);
+                let down = tokio::io::copy(&mut from_server, &mut to_client);
+                let _ = tokio::join!(up, down);
+            });
+        }
+    });
+    (format!("http://{address}"), connections)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_answer_is_lost_is_stored_exactly_once() {
+    let endpoint = seaweed_url();
+    let admin = s3_client(&endpoint, None).await;
+    let bucket = new_bucket(&admin).await;
+    let (proxy, connections) = answer_losing_proxy(&endpoint).await;
+    let store = S3Store::new(s3_client(&proxy, None).await, &bucket, Stage::Dev);
+
+    let line = LogLine::new(&entry(Utc::now(), "once.png", "tabby", 0.5, 0.1));
+    store
+        .append(std::slice::from_ref(&line))
+        .await
+        .expect("the write succeeds on the SDK's retry");
+    assert!(
+        connections.load(Ordering::SeqCst) >= 2,
+        "the SDK sent the write again"
+    );
+    let prefix = "logsdev/predicciones_dev/lines/";
+    assert_eq!(count_objects(&admin, &bucket, prefix).await, 1);
+    let reader = state(
+        Stage::Dev,
+        s3_log(Stage::Dev, admin, &bucket, WriteMode::Inline),
+    );
+    let lines = parse_log(&download(&reader).await, Stage::Dev);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].filename, "once.png");
 }
 
 // ----- hostile filenames -----

@@ -91,11 +91,14 @@ impl S3Store {
 }
 
 impl Inner {
-    /// Stores `body` under a new key; `If-None-Match: *` makes S3 refuse to replace an existing
-    /// object, so a line can never overwrite another, even on a (vanishingly unlikely) key clash.
+    /// Stores `body` under a new key. `If-None-Match: *` makes S3 refuse to replace an existing
+    /// object, so no line ever overwrites another. A refusal usually means this very write
+    /// landed and its answer was lost, so the SDK sent it again: the object then holds `body` and
+    /// the write is done; only a (vanishingly unlikely) key clash with another line takes a new
+    /// key. Either way each line is stored exactly once.
     async fn put_new(&self, time: DateTime<Utc>, body: Bytes) -> anyhow::Result<()> {
+        let mut key = line_key(&self.lines_prefix, time);
         for _ in 0..CONDITIONAL_ATTEMPTS {
-            let key = line_key(&self.lines_prefix, time);
             let result = self
                 .client
                 .put_object()
@@ -108,11 +111,21 @@ impl Inner {
                 .await;
             match result {
                 Ok(_) => return Ok(()),
-                Err(e) if is_conflict(&e) => continue,
+                Err(e) if is_precondition_failed(&e) => {
+                    if self.get(key.clone()).await? == body {
+                        return Ok(());
+                    }
+                    key = line_key(&self.lines_prefix, time);
+                }
+                // Another conditional write to this key is in flight: ask again.
+                Err(e) if is_conflict(&e) => {}
                 Err(e) => return Err(self.error(e, "writing", &key)),
             }
         }
-        anyhow::bail!("no free key for a line object after {CONDITIONAL_ATTEMPTS} attempts")
+        anyhow::bail!(
+            "s3://{}/{key} stayed contended after {CONDITIONAL_ATTEMPTS} attempts",
+            self.bucket
+        )
     }
 
     async fn cleared(&self) -> anyhow::Result<Option<Cleared>> {
@@ -164,7 +177,7 @@ impl Inner {
             };
             match request.send().await {
                 Ok(_) => return Ok(()),
-                Err(e) if is_conflict(&e) => continue,
+                Err(e) if is_precondition_failed(&e) || is_conflict(&e) => continue,
                 Err(e) => return Err(self.error(e, "writing", &self.cleared_key)),
             }
         }
@@ -413,13 +426,16 @@ fn status<E, R: HasStatus>(err: &SdkError<E, R>) -> Option<u16> {
     err.raw_response().map(HasStatus::status_code)
 }
 
-/// A precondition failed (412), or a simultaneous conditional write won (409).
+/// A conditional write's condition does not hold (412): the key exists, or its ETag changed.
+fn is_precondition_failed<E: ProvideErrorMetadata, R: HasStatus>(err: &SdkError<E, R>) -> bool {
+    let code = err.as_service_error().and_then(|e| e.code());
+    status(err) == Some(412) || code == Some("PreconditionFailed")
+}
+
+/// A simultaneous conditional write to the same key got there first (409).
 fn is_conflict<E: ProvideErrorMetadata, R: HasStatus>(err: &SdkError<E, R>) -> bool {
-    matches!(status(err), Some(409 | 412))
-        || err
-            .as_service_error()
-            .and_then(|e| e.code())
-            .is_some_and(|c| c == "PreconditionFailed" || c == "ConditionalRequestConflict")
+    let code = err.as_service_error().and_then(|e| e.code());
+    status(err) == Some(409) || code == Some("ConditionalRequestConflict")
 }
 
 /// The key does not exist (but the bucket does: a missing bucket is an error).
