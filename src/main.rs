@@ -87,7 +87,11 @@ async fn main() -> anyhow::Result<()> {
             let classifier = load_classifier(&config)?;
             cli::predict(&classifier, &images, top_k, json)
         }
-        Some(Command::ModelRepo { action, stage, region }) => {
+        Some(Command::ModelRepo {
+            action,
+            stage,
+            region,
+        }) => {
             let client = aws_sdk_ecr::Client::new(&load_aws_config(region).await);
             let uri = match action {
                 ModelRepoAction::Ensure => model_repo::ensure(&client, stage.as_str()).await?,

@@ -30,7 +30,9 @@ pub fn lifecycle_policy() -> String {
 /// Creates the repository if needed, with scan on push and the lifecycle policy; returns its URI.
 pub async fn ensure(client: &Client, stage: &str) -> anyhow::Result<String> {
     let name = repository_name(stage);
-    let scanning = ImageScanningConfiguration::builder().scan_on_push(true).build();
+    let scanning = ImageScanningConfiguration::builder()
+        .scan_on_push(true)
+        .build();
     let created = client
         .create_repository()
         .repository_name(&name)
@@ -39,8 +41,15 @@ pub async fn ensure(client: &Client, stage: &str) -> anyhow::Result<String> {
         .send()
         .await;
     let uri = match created {
-        Ok(out) => out.repository.and_then(|r| r.repository_uri).context("ECR returned no repository URI")?,
-        Err(err) if err.as_service_error().is_some_and(|e| e.is_repository_already_exists_exception()) => {
+        Ok(out) => out
+            .repository
+            .and_then(|r| r.repository_uri)
+            .context("ECR returned no repository URI")?,
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_repository_already_exists_exception()) =>
+        {
             // An existing repository is brought into line rather than left as found.
             client
                 .put_image_scanning_configuration()
@@ -68,11 +77,16 @@ pub async fn resolve(client: &Client, stage: &str) -> anyhow::Result<String> {
     let name = repository_name(stage);
     let uri = repository_uri(client, &name).await?;
     let mut newest: Option<(i64, String)> = None;
-    let mut pages = client.describe_images().repository_name(&name).into_paginator().send();
+    let mut pages = client
+        .describe_images()
+        .repository_name(&name)
+        .into_paginator()
+        .send();
     while let Some(page) = pages.next().await {
         let page = page.with_context(|| format!("listing the images of {name}"))?;
         for image in page.image_details() {
-            let (Some(digest), Some(pushed)) = (image.image_digest(), image.image_pushed_at()) else {
+            let (Some(digest), Some(pushed)) = (image.image_digest(), image.image_pushed_at())
+            else {
                 continue;
             };
             let pushed = pushed.as_nanos() as i64;
@@ -83,7 +97,9 @@ pub async fn resolve(client: &Client, stage: &str) -> anyhow::Result<String> {
     }
     match newest {
         Some((_, digest)) => Ok(format!("{uri}@{digest}")),
-        None => bail!("{name} holds no model image yet: run ./setup-model-repo.sh {stage} <region> first"),
+        None => bail!(
+            "{name} holds no model image yet: run ./setup-model-repo.sh {stage} <region> first"
+        ),
     }
 }
 
@@ -93,7 +109,9 @@ async fn repository_uri(client: &Client, name: &str) -> anyhow::Result<String> {
         .repository_names(name)
         .send()
         .await
-        .with_context(|| format!("finding the ECR repository {name} (run ./setup-model-repo.sh first)"))?;
+        .with_context(|| {
+            format!("finding the ECR repository {name} (run ./setup-model-repo.sh first)")
+        })?;
     out.repositories()
         .first()
         .and_then(|r| r.repository_uri())

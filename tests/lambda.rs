@@ -12,7 +12,10 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 fn fixture(name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/events/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap()
 }
@@ -27,15 +30,21 @@ struct GatewayResponse {
 impl GatewayResponse {
     fn json(&self) -> Value {
         match &self.body {
-            LambdaBody::Text(text) => serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}")),
+            LambdaBody::Text(text) => {
+                serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+            }
             other => panic!("a JSON response must go out as text, not {other:?}"),
         }
     }
 }
 
 async fn invoke(state: &AppState, event: &Value) -> GatewayResponse {
-    let request = lambda_http::request::from_str(&event.to_string()).expect("a valid API Gateway event");
-    let response = densenet_api::lambda_service(state.clone()).oneshot(request).await.unwrap();
+    let request =
+        lambda_http::request::from_str(&event.to_string()).expect("a valid API Gateway event");
+    let response = densenet_api::lambda_service(state.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
     let response = response.into_response().await;
     GatewayResponse {
         status: response.status().as_u16(),

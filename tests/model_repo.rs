@@ -18,7 +18,9 @@ async fn client(region: &str) -> Client {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(region.to_owned()))
         .endpoint_url(endpoint())
-        .credentials_provider(aws_sdk_ecr::config::Credentials::new("test", "test", None, None, "tests"))
+        .credentials_provider(aws_sdk_ecr::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
         .load()
         .await;
     Client::new(&config)
@@ -26,10 +28,18 @@ async fn client(region: &str) -> Client {
 
 /// A unique stage-like suffix so tests sharing one moto server never meet.
 fn unique(prefix: &str) -> String {
-    format!("{prefix}{}", uuid::Uuid::new_v4().simple().to_string().get(..8).unwrap())
+    format!(
+        "{prefix}{}",
+        uuid::Uuid::new_v4().simple().to_string().get(..8).unwrap()
+    )
 }
 
-async fn push_fake_image(client: &Client, repository: &str, tag: &str, layer_digest: &str) -> String {
+async fn push_fake_image(
+    client: &Client,
+    repository: &str,
+    tag: &str,
+    layer_digest: &str,
+) -> String {
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
@@ -44,7 +54,11 @@ async fn push_fake_image(client: &Client, repository: &str, tag: &str, layer_dig
         .send()
         .await
         .expect("put_image");
-    out.image().and_then(|i| i.image_id()).and_then(|id| id.image_digest()).unwrap().to_owned()
+    out.image()
+        .and_then(|i| i.image_id())
+        .and_then(|id| id.image_digest())
+        .unwrap()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -57,13 +71,31 @@ async fn ensure_is_idempotent_and_configures_the_repository() {
     let again = model_repo::ensure(&client, &stage).await.unwrap();
     assert_eq!(uri, again);
 
-    let repos = client.describe_repositories().repository_names(&name).send().await.unwrap();
+    let repos = client
+        .describe_repositories()
+        .repository_names(&name)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(repos.repositories().len(), 1);
     let repo = &repos.repositories()[0];
-    assert_eq!(repo.image_scanning_configuration().map(|c| c.scan_on_push()), Some(true));
-    let policy = client.get_lifecycle_policy().repository_name(&name).send().await.unwrap();
-    let policy: serde_json::Value = serde_json::from_str(policy.lifecycle_policy_text().unwrap()).unwrap();
-    assert_eq!(policy["rules"][0]["selection"]["countNumber"], model_repo::KEEP_IMAGES);
+    assert_eq!(
+        repo.image_scanning_configuration()
+            .map(|c| c.scan_on_push()),
+        Some(true)
+    );
+    let policy = client
+        .get_lifecycle_policy()
+        .repository_name(&name)
+        .send()
+        .await
+        .unwrap();
+    let policy: serde_json::Value =
+        serde_json::from_str(policy.lifecycle_policy_text().unwrap()).unwrap();
+    assert_eq!(
+        policy["rules"][0]["selection"]["countNumber"],
+        model_repo::KEEP_IMAGES
+    );
     assert_eq!(policy["rules"][0]["action"]["type"], "expire");
 }
 
@@ -75,14 +107,35 @@ async fn ensure_fixes_a_repository_created_by_hand() {
     client
         .create_repository()
         .repository_name(&name)
-        .image_scanning_configuration(ImageScanningConfiguration::builder().scan_on_push(false).build())
+        .image_scanning_configuration(
+            ImageScanningConfiguration::builder()
+                .scan_on_push(false)
+                .build(),
+        )
         .send()
         .await
         .unwrap();
     model_repo::ensure(&client, &stage).await.unwrap();
-    let repos = client.describe_repositories().repository_names(&name).send().await.unwrap();
-    assert_eq!(repos.repositories()[0].image_scanning_configuration().map(|c| c.scan_on_push()), Some(true));
-    assert!(client.get_lifecycle_policy().repository_name(&name).send().await.is_ok());
+    let repos = client
+        .describe_repositories()
+        .repository_names(&name)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        repos.repositories()[0]
+            .image_scanning_configuration()
+            .map(|c| c.scan_on_push()),
+        Some(true)
+    );
+    assert!(
+        client
+            .get_lifecycle_policy()
+            .repository_name(&name)
+            .send()
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -90,17 +143,38 @@ async fn resolve_pins_the_newest_image_by_digest() {
     let client = client("us-east-1").await;
     let stage = unique("r");
     let name = model_repo::repository_name(&stage);
-    let err = model_repo::resolve(&client, &stage).await.unwrap_err().to_string();
+    let err = model_repo::resolve(&client, &stage)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("setup-model-repo"), "{err}");
 
     let uri = model_repo::ensure(&client, &stage).await.unwrap();
-    let err = model_repo::resolve(&client, &stage).await.unwrap_err().to_string();
+    let err = model_repo::resolve(&client, &stage)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("holds no model image"), "{err}");
 
-    let first = push_fake_image(&client, &name, "aaaa", &format!("sha256:{}", "1".repeat(64))).await;
-    assert_eq!(model_repo::resolve(&client, &stage).await.unwrap(), format!("{uri}@{first}"));
+    let first = push_fake_image(
+        &client,
+        &name,
+        "aaaa",
+        &format!("sha256:{}", "1".repeat(64)),
+    )
+    .await;
+    assert_eq!(
+        model_repo::resolve(&client, &stage).await.unwrap(),
+        format!("{uri}@{first}")
+    );
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let second = push_fake_image(&client, &name, "bbbb", &format!("sha256:{}", "2".repeat(64))).await;
+    let second = push_fake_image(
+        &client,
+        &name,
+        "bbbb",
+        &format!("sha256:{}", "2".repeat(64)),
+    )
+    .await;
     assert_ne!(first, second);
     let resolved = model_repo::resolve(&client, &stage).await.unwrap();
     assert_eq!(resolved, format!("{uri}@{second}"));
@@ -112,7 +186,14 @@ fn the_subcommand_prints_only_the_uri() {
     let stage = "dev";
     let run = |action: &str| {
         std::process::Command::new(BIN)
-            .args(["model-repo", action, "--stage", stage, "--region", "eu-west-1"])
+            .args([
+                "model-repo",
+                action,
+                "--stage",
+                stage,
+                "--region",
+                "eu-west-1",
+            ])
             .env("AWS_ENDPOINT_URL", endpoint())
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -121,7 +202,11 @@ fn the_subcommand_prints_only_the_uri() {
             .unwrap()
     };
     let ensured = run("ensure");
-    assert!(ensured.status.success(), "{}", String::from_utf8_lossy(&ensured.stderr));
+    assert!(
+        ensured.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ensured.stderr)
+    );
     let uri = String::from_utf8(ensured.stdout).unwrap();
     assert!(uri.trim().ends_with("/densenet121-model-dev"), "{uri}");
     assert!(uri.contains("eu-west-1"), "{uri}");
@@ -129,7 +214,10 @@ fn the_subcommand_prints_only_the_uri() {
     assert!(!resolved.status.success());
     assert!(String::from_utf8_lossy(&resolved.stderr).contains("holds no model image"));
 
-    let bad = std::process::Command::new(BIN).args(["model-repo", "resolve", "--stage", "qa"]).output().unwrap();
+    let bad = std::process::Command::new(BIN)
+        .args(["model-repo", "resolve", "--stage", "qa"])
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("STAGE must be"));
 }

@@ -23,20 +23,28 @@ fn reference_dir() -> PathBuf {
         "REFERENCE_DIR is not set: run scripts/test.sh, or `python scripts/reference.py --model \
          $TEST_MODEL_PATH --out DIR` and export REFERENCE_DIR=DIR",
     );
-    assert!(dir.join("cases.json").is_file(), "{} has no cases.json", dir.display());
+    assert!(
+        dir.join("cases.json").is_file(),
+        "{} has no cases.json",
+        dir.display()
+    );
     dir
 }
 
 fn cases() -> (PathBuf, Vec<Case>) {
     let dir = reference_dir();
-    let cases: Vec<Case> = serde_json::from_slice(&std::fs::read(dir.join("cases.json")).unwrap()).unwrap();
+    let cases: Vec<Case> =
+        serde_json::from_slice(&std::fs::read(dir.join("cases.json")).unwrap()).unwrap();
     assert!(cases.len() >= 8, "expected a handful of reference images");
     (dir, cases)
 }
 
 fn read_f32(path: PathBuf) -> Vec<f32> {
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 #[test]
@@ -49,8 +57,16 @@ fn raw_scores_match_onnxruntime_on_the_same_tensor() {
         let got = engine.run(tensor).unwrap();
         assert_eq!(got.len(), expected.len());
         let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let worst = got.iter().zip(&expected).map(|(a, b)| (a - b).abs() / scale).fold(0f32, f32::max);
-        assert!(worst <= 1e-4, "{}: worst relative difference {worst}", case.name);
+        let worst = got
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs() / scale)
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 1e-4,
+            "{}: worst relative difference {worst}",
+            case.name
+        );
     }
 }
 
@@ -77,7 +93,12 @@ fn png_preprocessing_matches_pillow_within_two_grey_levels() {
             })
             .count();
         let share = within as f64 / got.len() as f64;
-        assert!(share >= 0.99, "{}: only {:.3}% within 2 grey levels", case.name, share * 100.0);
+        assert!(
+            share >= 0.99,
+            "{}: only {:.3}% within 2 grey levels",
+            case.name,
+            share * 100.0
+        );
     }
 }
 
@@ -89,12 +110,22 @@ fn jpeg_top5_matches_the_reference() {
     assert!(jpegs.len() >= 3);
     for case in jpegs {
         let bytes = std::fs::read(dir.join(&case.image)).unwrap();
-        let got: Vec<usize> = classifier.classify(&bytes, 5).unwrap().predictions.iter().map(|p| p.class_id).collect();
+        let got: Vec<usize> = classifier
+            .classify(&bytes, 5)
+            .unwrap()
+            .predictions
+            .iter()
+            .map(|p| p.class_id)
+            .collect();
         let mut got_sorted = got.clone();
         let mut expected_sorted = case.top5.clone();
         got_sorted.sort_unstable();
         expected_sorted.sort_unstable();
-        assert_eq!(got_sorted, expected_sorted, "{}: top-5 {got:?} vs reference {:?}", case.name, case.top5);
+        assert_eq!(
+            got_sorted, expected_sorted,
+            "{}: top-5 {got:?} vs reference {:?}",
+            case.name, case.top5
+        );
         assert_eq!(got[0], case.top5[0], "{}: top-1", case.name);
     }
 }

@@ -15,15 +15,27 @@ const BIN: &str = env!("CARGO_BIN_EXE_densenet-api");
 /// One HTTP/1.1 exchange over a fresh connection; returns the status and the body.
 fn http(addr: &str, request_head: &str, body: &[u8]) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let head = format!("{request_head}\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "{request_head}\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(body).unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).unwrap();
     let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -54,9 +66,14 @@ fn serve_answers_on_a_socket_and_stops_gracefully() {
     let mut addr = None;
     while addr.is_none() {
         let wait = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = lines.recv_timeout(wait) else { break };
+        let Ok(line) = lines.recv_timeout(wait) else {
+            break;
+        };
         if line.contains("listening") {
-            addr = line.split("address=").nth(1).map(|a| a.split_whitespace().next().unwrap().to_owned());
+            addr = line
+                .split("address=")
+                .nth(1)
+                .map(|a| a.split_whitespace().next().unwrap().to_owned());
         }
     }
     if addr.is_none() {
@@ -68,13 +85,20 @@ fn serve_answers_on_a_socket_and_stops_gracefully() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"model_loaded\":true"), "{body}");
     let image = png(50, 50);
-    let (status, body) = http(&addr, "POST /predict?top_k=2 HTTP/1.1\r\nContent-Type: image/png", &image);
+    let (status, body) = http(
+        &addr,
+        "POST /predict?top_k=2 HTTP/1.1\r\nContent-Type: image/png",
+        &image,
+    );
     assert_eq!(status, 200, "{body}");
     let value: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(value["predictions"].as_array().unwrap().len(), 2);
 
     // SIGTERM: the server stops accepting, finishes, and exits 0.
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
     reader.join().unwrap();
@@ -93,11 +117,18 @@ fn predict_prints_a_table_and_json() {
         .env("MODEL_PATH", test_model_path())
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8(output.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines[0].contains("cat.png"), "{stdout}");
-    assert!(lines[1].contains("rank") && lines[1].contains("label"), "{stdout}");
+    assert!(
+        lines[1].contains("rank") && lines[1].contains("label"),
+        "{stdout}"
+    );
     assert!(lines[2].trim_start().starts_with("1 "), "{stdout}");
     assert!(lines[4].trim_start().starts_with("3 "), "{stdout}");
     assert!(lines[2].contains('%'));
@@ -133,16 +164,26 @@ fn predict_reports_bad_files_and_fails() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stdout.contains("good.png"), "{stdout}");
-    assert!(stderr.contains("bad.png") && stderr.contains("not a recognised image"), "{stderr}");
+    assert!(
+        stderr.contains("bad.png") && stderr.contains("not a recognised image"),
+        "{stderr}"
+    );
     assert!(stderr.contains("missing.png"), "{stderr}");
     assert!(stderr.contains("2 of 3 images"), "{stderr}");
 }
 
 #[test]
 fn start_up_errors_say_what_to_set() {
-    let output = Command::new(BIN).args(["predict", "x.png"]).env("STAGE", "staging").output().unwrap();
+    let output = Command::new(BIN)
+        .args(["predict", "x.png"])
+        .env("STAGE", "staging")
+        .output()
+        .unwrap();
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("STAGE must be"), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("STAGE must be"),
+        "{output:?}"
+    );
 
     let output = Command::new(BIN)
         .args(["predict", "x.png"])
@@ -151,7 +192,10 @@ fn start_up_errors_say_what_to_set() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("MODEL_PATH") && stderr.contains("fetch-model.sh"), "{stderr}");
+    assert!(
+        stderr.contains("MODEL_PATH") && stderr.contains("fetch-model.sh"),
+        "{stderr}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let labels = dir.path().join("labels.txt");
@@ -164,5 +208,8 @@ fn start_up_errors_say_what_to_set() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("1000 outputs but there are 2 labels"), "{stderr}");
+    assert!(
+        stderr.contains("1000 outputs but there are 2 labels"),
+        "{stderr}"
+    );
 }

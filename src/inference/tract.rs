@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
+use tract_linalg::multithread::Executor;
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
-use tract_onnx::tract_hir::infer::Factoid;
-use tract_linalg::multithread::Executor;
 use tract_onnx::tract_core::runtime::RunOptions;
+use tract_onnx::tract_hir::infer::Factoid;
 use tract_onnx::tract_hir::internal::DimLike;
 
 use super::{Engine, LoadOptions, ModelInfo};
@@ -104,7 +104,10 @@ impl Engine for TractEngine {
 /// One thread runs the plan on the caller's thread; more share a pool for the matrix products.
 fn run_options(threads: usize) -> RunOptions {
     let executor = (threads > 1).then(|| Executor::multithread_with_name(threads, "densenet-mm"));
-    RunOptions { executor, ..RunOptions::default() }
+    RunOptions {
+        executor,
+        ..RunOptions::default()
+    }
 }
 
 /// What is read from the ONNX protobuf itself rather than from tract's graph.

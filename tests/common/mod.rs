@@ -23,7 +23,11 @@ pub fn test_model_path() -> PathBuf {
         "TEST_MODEL_PATH is not set: run the tests with scripts/test.sh, or make a model with \
          `python3 scripts/make-test-model.py --out /tmp/m.onnx` and export TEST_MODEL_PATH=/tmp/m.onnx",
     );
-    assert!(path.is_file(), "TEST_MODEL_PATH={} is not a file", path.display());
+    assert!(
+        path.is_file(),
+        "TEST_MODEL_PATH={} is not a file",
+        path.display()
+    );
     path
 }
 
@@ -32,7 +36,10 @@ pub fn engine() -> SharedEngine {
     static ENGINE: OnceLock<SharedEngine> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
-            let options = LoadOptions { name: "DenseNet121".into(), threads: 1 };
+            let options = LoadOptions {
+                name: "DenseNet121".into(),
+                threads: 1,
+            };
             inference::load(&test_model_path(), &options).expect("loading the test model")
         })
         .clone()
@@ -45,7 +52,10 @@ pub fn classifier(config: &Config) -> Classifier {
 
 /// A configuration whose prediction log lives in `log_dir`.
 pub fn config(log_dir: &std::path::Path) -> Config {
-    Config { log_dir: log_dir.to_owned(), ..Config::default() }
+    Config {
+        log_dir: log_dir.to_owned(),
+        ..Config::default()
+    }
 }
 
 /// The state of a service with the test model and a local log in `config.log_dir`.
@@ -57,14 +67,22 @@ pub fn state(config: Config) -> AppState {
 
 /// Sends one request through the router, without a socket.
 pub async fn send(state: &AppState, request: Request<Body>) -> Response<Body> {
-    densenet_api::app(state.clone()).oneshot(request).await.expect("the router is infallible")
+    densenet_api::app(state.clone())
+        .oneshot(request)
+        .await
+        .expect("the router is infallible")
 }
 
 /// Collects a response into its status, headers and JSON body.
 pub async fn json(response: Response<Body>) -> (u16, axum::http::HeaderMap, serde_json::Value) {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     let value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
     (status, headers, value)
@@ -86,7 +104,9 @@ pub fn picture(width: u32, height: u32) -> DynamicImage {
 /// `image` encoded as `format`.
 pub fn encode(image: &DynamicImage, format: ImageFormat) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
-    image.write_to(&mut out, format).expect("encoding a test image");
+    image
+        .write_to(&mut out, format)
+        .expect("encoding a test image");
     out.into_inner()
 }
 
@@ -106,7 +126,9 @@ pub fn multipart(parts: &[Part]) -> Vec<u8> {
     let mut body = Vec::new();
     for (name, filename, data) in parts {
         body.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
-        body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"").as_bytes());
+        body.extend_from_slice(
+            format!("Content-Disposition: form-data; name=\"{name}\"").as_bytes(),
+        );
         if let Some(filename) = filename {
             body.extend_from_slice(b"; filename=\"");
             body.extend_from_slice(filename);
@@ -122,12 +144,19 @@ pub fn multipart(parts: &[Part]) -> Vec<u8> {
 
 /// A POST of `body` with `content_type` to `uri`.
 pub fn post(uri: &str, content_type: &str, body: impl Into<Body>) -> Request<Body> {
-    Request::post(uri).header("content-type", content_type).body(body.into()).expect("request")
+    Request::post(uri)
+        .header("content-type", content_type)
+        .body(body.into())
+        .expect("request")
 }
 
 /// A multipart POST of the given parts to `uri`.
 pub fn post_multipart(uri: &str, parts: &[Part]) -> Request<Body> {
-    post(uri, &format!("multipart/form-data; boundary={BOUNDARY}"), multipart(parts))
+    post(
+        uri,
+        &format!("multipart/form-data; boundary={BOUNDARY}"),
+        multipart(parts),
+    )
 }
 
 /// A GET of `uri`.
