@@ -713,7 +713,8 @@ async fn closed_port() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_slow_or_missing_bucket_neither_fails_nor_stalls_predict() {
     const TIMEOUT: Duration = Duration::from_millis(500);
-    const SLACK: Duration = Duration::from_millis(700);
+    // Scheduling on two cores shared with the other tests' inferences.
+    const SLACK: Duration = Duration::from_millis(1000);
     let live_endpoint = seaweed_url();
     let live = s3_client(&live_endpoint, None).await;
     let bucket = new_bucket(&live).await;

@@ -13,7 +13,8 @@
 //!   Lambda request) or a batch of lines (the local server's writer). Writers never share an
 //!   object, so any number of Lambda instances write at once without coordination, and
 //!   `If-None-Match: *` makes S3 itself refuse to overwrite an existing object. The time in the
-//!   key is fixed-width, so a listing (always in key order) returns the log oldest first.
+//!   key is fixed-width, so a listing (always in key order) returns the log oldest first, by the
+//!   clock of the instance that made each prediction.
 //! - `cleared`: the time of the last clear. Readers list only the lines after it
 //!   (ListObjectsV2 `StartAfter`), so a clear takes effect at once, and the older objects are
 //!   deleted afterwards. Every clear updates this one object, so it is written conditionally
