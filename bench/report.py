@@ -8,6 +8,7 @@ from typing import Callable
 
 CLIENTS = (1, 4)
 SIDES = {"service": "this service", "reference": "Python reference"}
+ROWS = {**SIDES, "service-raw": "this service, raw body"}
 
 
 def fmt(v: float | None, unit: str = "") -> str:
@@ -247,13 +248,15 @@ def end_to_end(res: dict, threads: int) -> list[str]:
              f"`intra_op_num_threads={threads}`, inference on the event loop. Latencies in ms as "
              "the client saw them; decode, resize + normalise and inference are the medians of "
              "the responses' `timings_ms`; around inference = client latency − "
-             "`timings_ms.inference`. With fewer than 100 requests p99 is about the maximum.\n",
+             "`timings_ms.inference`. With fewer than 100 requests p99 is about the maximum. "
+             "\"Raw body\": the same JPEG sent as `Content-Type: image/jpeg` instead of "
+             "multipart.\n",
              "| server | image | clients | requests | p50 | p90 | p99 | req/s | decode | "
              "resize + normalise | inference | around inference |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for image in res.get("images", {}):
         for clients in CLIENTS:
-            for side, label in SIDES.items():
+            for side, label in ROWS.items():
                 v = e2e.get(f"{side}/{image}/{clients}")
                 if not v:
                     continue
@@ -266,6 +269,12 @@ def end_to_end(res: dict, threads: int) -> list[str]:
                     f"{fmt(v['throughput_rps'])} | {fmt(v['decode_ms']['median'])} | "
                     f"{fmt(v['preprocess_ms']['median'])} | {fmt(v['inference_ms']['median'])} | "
                     f"{fmt(v['around_inference_ms']['median'])} |")
+    floor = res.get("health_round_trip_ms", {})
+    if floor:
+        lines.append("\nThe HTTP round trip alone, `GET /health` on a keep-alive connection from "
+                     "the same client: " + "; ".join(
+                         f"{SIDES[n]} {fmt(v['median'])} ms (p90 {fmt(v['p90'])})"
+                         for n, v in floor.items()) + ".")
     servers = res.get("servers", {})
     if servers:
         lines.append("\nResident memory of each server (from /proc): peak over its whole life "
@@ -292,6 +301,17 @@ def where_time_goes(res: dict, threads: int) -> list[str]:
             parts["HTTP, multipart, JSON and the rest"] = max(0.0, total - sum(parts.values()))
             lines.append(f"- {label}, {image} JPEG, 1 client: {fmt(total)} ms = " + " + ".join(
                 f"{k} {fmt(p)} ({share(p, total)})" for k, p in parts.items()) + ".")
+    floor = res.get("health_round_trip_ms", {}).get("service")
+    raw_vs = [(image, e2e[f"service/{image}/1"], e2e[f"service-raw/{image}/1"])
+              for image in res.get("images", {})
+              if f"service/{image}/1" in e2e and f"service-raw/{image}/1" in e2e]
+    if floor and raw_vs:
+        lines.append(
+            f"- Of the rest, the HTTP round trip itself is {fmt(floor['median'])} ms (`GET "
+            "/health`), and multipart parsing is visible as the difference with a raw body; "
+            "around inference, multipart against raw: " + "; ".join(
+                f"{image} {fmt(m['around_inference_ms']['median'])} against "
+                f"{fmt(r['around_inference_ms']['median'])} ms" for image, m, r in raw_vs) + ".")
     for image in res.get("images", {}):
         one, four = e2e.get(f"service/{image}/1"), e2e.get(f"service/{image}/4")
         if one and four:

@@ -79,12 +79,13 @@ class Counts:
     e2e_rounds: int
     e2e_requests: dict[tuple[str, int], int]  # (image, clients) -> requests per round
     e2e_deadline_s: float  # the longest one (server, image, clients) round may take
+    health_requests: int  # GET /health per server and round
 
 
 FULL = Counts(5, 10, 5, 4, 5, 4,
-              {("600x600", 1): 30, ("600x600", 4): 60, ("12MP", 1): 12, ("12MP", 4): 24}, 90.0)
+              {("600x600", 1): 30, ("600x600", 4): 60, ("12MP", 1): 12, ("12MP", 4): 24}, 90.0, 50)
 QUICK = Counts(2, 3, 2, 2, 2, 1,
-               {("600x600", 1): 8, ("600x600", 4): 12, ("12MP", 1): 4, ("12MP", 4): 8}, 45.0)
+               {("600x600", 1): 8, ("600x600", 4): 12, ("12MP", 1): 4, ("12MP", 4): 8}, 45.0, 20)
 
 
 class BenchError(Exception):
@@ -309,6 +310,21 @@ class LoadResult:
     errors: int = 0
     elapsed_s: float = 0.0
     truncated: bool = False
+
+
+def health_round_trips(port: int, count: int) -> list[float]:
+    """Milliseconds of `count` GET /health on one keep-alive connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT_S)
+    times = []
+    try:
+        for _ in range(count):
+            t0 = time.perf_counter()
+            conn.request("GET", "/health")
+            conn.getresponse().read()
+            times.append((time.perf_counter() - t0) * 1000.0)
+    finally:
+        conn.close()
+    return times
 
 
 def load(port: int, body: bytes, content_type: str, clients: int, requests: int,
@@ -641,14 +657,22 @@ class Bench:
         status, info = http_get(service.port, "/model-info")
         self.results["model_info"] = json.loads(info) if status == 200 else {}
 
+        # Besides the multipart uploads: the same images as a raw image/jpeg body to the service
+        # (what multipart parsing costs), and GET /health (the HTTP round trip alone).
+        raw = {n: (b, "image/jpeg") for n, b in self.image_bytes.items()}
         runs: dict[str, LoadResult] = {}
+        health: dict[str, list[float]] = {name: [] for name in servers}
         for r in range(c.e2e_rounds):
             self.log(f"end to end: round {r + 1} of {c.e2e_rounds}")
+            order = ["service", "reference"] if r % 2 == 0 else ["reference", "service"]
+            for name in order:
+                health[name] += health_round_trips(servers[name].port, c.health_requests)
             for (image, clients), n in c.e2e_requests.items():
-                order = ["service", "reference"] if r % 2 == 0 else ["reference", "service"]
-                for name in order:
-                    res = load(servers[name].port, *bodies[image], clients, n, c.e2e_deadline_s)
-                    key = f"{name}/{image}/{clients}"
+                plan = [(name, bodies[image], f"{name}/{image}/{clients}") for name in order]
+                if clients == 1:
+                    plan.append(("service", raw[image], f"service-raw/{image}/{clients}"))
+                for name, (body, ctype), key in plan:
+                    res = load(servers[name].port, body, ctype, clients, n, c.e2e_deadline_s)
                     acc = runs.setdefault(key, LoadResult())
                     acc.latencies_ms += res.latencies_ms
                     acc.inference_ms += res.inference_ms
@@ -657,6 +681,7 @@ class Bench:
                     acc.errors += res.errors
                     acc.elapsed_s += res.elapsed_s
                     acc.truncated |= res.truncated
+        self.results["health_round_trip_ms"] = {n: summary(v) for n, v in health.items()}
         e2e: dict[str, Any] = {}
         for key, res in runs.items():
             overhead = [lat - inf for lat, inf in zip(res.latencies_ms, res.inference_ms)]
