@@ -301,6 +301,16 @@ def where_time_goes(res: dict, threads: int) -> list[str]:
             parts["HTTP, multipart, JSON and the rest"] = max(0.0, total - sum(parts.values()))
             lines.append(f"- {label}, {image} JPEG, 1 client: {fmt(total)} ms = " + " + ".join(
                 f"{k} {fmt(p)} ({share(p, total)})" for k, p in parts.items()) + ".")
+    inf = res.get("inference", {})
+    if "service/1" in inf and f"service/{threads}" in inf:
+        lines.append(
+            "- Inference alone, same tensor: tract takes "
+            f"{fmt(ratio(inf['service/1']['median'], inf['onnxruntime/1']['median']))}x "
+            f"onnxruntime's time on 1 thread and "
+            f"{fmt(ratio(inf[f'service/{threads}']['median'], inf[f'onnxruntime/{threads}']['median']))}x "
+            f"on {threads}; the fastest runs give "
+            f"{fmt(ratio(inf['service/1']['min'], inf['onnxruntime/1']['min']))}x and "
+            f"{fmt(ratio(inf[f'service/{threads}']['min'], inf[f'onnxruntime/{threads}']['min']))}x.")
     floor = res.get("health_round_trip_ms", {}).get("service")
     raw_vs = [(image, e2e[f"service/{image}/1"], e2e[f"service-raw/{image}/1"])
               for image in res.get("images", {})

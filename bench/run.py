@@ -12,11 +12,12 @@ a shared machine lands on both):
    `densenet-api predict` against a Python + onnxruntime process (bench/ort_predict.py);
 4. end to end: multipart `POST /predict` of both JPEGs against the local server and the Python
    reference service (bench/reference_service.py), 1 and 4 concurrent clients: latency
-   percentiles, throughput and the servers' peak memory.
+   percentiles, throughput and the servers' peak memory; and, to split the time around
+   inference, the same JPEGs as a raw body, and `GET /health` alone.
 
-Before timing anything it checks that the answers agree: raw scores against onnxruntime's on the
+Each measurement first checks that the answers agree: raw scores against onnxruntime's on the
 same tensors (worst |a - b| / max |b| at most 1e-4), and the top-5 classes of each image through
-every path. It writes the report (Markdown) and the raw numbers (JSON), and exits 1 if any answer
+every path (the CLI, both servers). It writes the report (Markdown) and the raw numbers (JSON), and exits 1 if any answer
 disagreed, 2 on a usage or set-up error. Nothing here asserts on time: targets are reported as met
 or unmet, never enforced.
 
@@ -36,6 +37,7 @@ import re
 import resource
 import selectors
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -82,7 +84,7 @@ class Counts:
     health_requests: int  # GET /health per server and round
 
 
-FULL = Counts(5, 10, 5, 4, 5, 4,
+FULL = Counts(8, 10, 6, 4, 7, 5,
               {("600x600", 1): 30, ("600x600", 4): 60, ("12MP", 1): 12, ("12MP", 4): 24}, 90.0, 50)
 QUICK = Counts(2, 3, 2, 2, 2, 1,
                {("600x600", 1): 8, ("600x600", 4): 12, ("12MP", 1): 4, ("12MP", 4): 8}, 45.0, 20)
@@ -141,10 +143,12 @@ def top5_agree(got: list[int], want_probs: np.ndarray) -> tuple[bool, str]:
 class LineProcess:
     """A child answering one JSON line per command line (the bench_* examples)."""
 
-    def __init__(self, argv: list[str], timeout_s: float = 600.0):
+    def __init__(self, argv: list[str], log: Path, timeout_s: float = 600.0):
         self.timeout_s = timeout_s
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.log = log
+        with log.open("wb") as stderr:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=stderr, text=True, bufsize=1)
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.proc.stdout, selectors.EVENT_READ)
 
@@ -155,7 +159,7 @@ class LineProcess:
         if not line:
             self.proc.wait(10)
             raise BenchError(f"{self.proc.args[0]} exited ({self.proc.returncode}): "
-                             f"{self.proc.stderr.read()[-2000:]}")
+                             f"{self.log.read_text(errors='replace')[-2000:]}")
         return json.loads(line)
 
     def ask(self, command: str) -> dict:
@@ -490,7 +494,8 @@ class Bench:
         tensor = self.tensors["600x600"]
         x = self.pillow_tensors["600x600"]
         engine = LineProcess([str(self.args.examples / "bench_engine"), str(self.args.model),
-                              str(tensor), *map(str, self.thread_counts)])
+                              str(tensor), *map(str, self.thread_counts)],
+                             self.out / "bench_engine.log")
         self.children.append(engine)
         loaded = engine.read()
         sessions = {t: ort_session(self.args.model, t)[0] for t in self.thread_counts}
@@ -533,7 +538,8 @@ class Bench:
         c = self.counts
         self.log(f"pre-processing: {c.preprocess_rounds} rounds x {c.preprocess_runs} runs per image")
         w, h = self.size
-        prep = LineProcess([str(self.args.examples / "bench_preprocess"), str(w), str(h)])
+        prep = LineProcess([str(self.args.examples / "bench_preprocess"), str(w), str(h)],
+                           self.out / "bench_preprocess.log")
         self.children.append(prep)
         results: dict[str, Any] = {}
         plane = w * h
@@ -637,6 +643,7 @@ class Bench:
              "--port", "{port}", "--log-level", "warning", "--no-access-log"],
             {**env, "MODEL_PATH": str(self.args.model), "INFERENCE_THREADS": str(self.threads)},
             self.args.root / "bench", self.out / "reference.log")
+        shutil.rmtree(self.out / "server-logs", ignore_errors=True)  # every run starts empty
         servers = {"service": service, "reference": reference}
         bodies = {n: multipart(b, self.images[n].name) for n, b in self.image_bytes.items()}
         self.log(f"end to end: starting both servers ({self.threads} inference threads each)")
