@@ -27,7 +27,7 @@ Options:
   --report PATH  where to write the Markdown report (default: BENCHMARKS.md)
   --help         show this help
 
-A full run takes about 10 minutes on 2 cores. Run it on an otherwise idle machine: the report
+A full run takes 5 to 10 minutes on 2 cores. Run it on an otherwise idle machine: the report
 records how much CPU other processes took meanwhile.
 
 Environment:
