@@ -174,6 +174,15 @@ async fn top_k_comes_from_json_form_or_query() {
         "default top_k"
     );
     assert_eq!(body["filename"], "unknown");
+    let (_, _, body) = json(
+        send(
+            &state,
+            post("/predict?filename=%20", "image/png", png(20, 20)),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(body["filename"], "unknown", "a blank name is no name");
 }
 
 #[tokio::test]

@@ -89,7 +89,10 @@ pub(super) async fn predict(
 
     let classification = classify(&state, classifier.clone(), upload.image, k).await?;
 
-    let filename = upload.filename.unwrap_or_else(|| "unknown".to_owned());
+    let filename = upload
+        .filename
+        .filter(|name| !name.trim().is_empty())
+        .unwrap_or_else(|| "unknown".to_owned());
     state
         .log
         .record(LogEntry {
