@@ -8,6 +8,8 @@ from typing import Callable
 
 CLIENTS = (1, 4)
 SIDES = {"service": "this service", "reference": "Python reference"}
+STEPS = {"inference": "inference only", "preprocess": "pre-processing",
+         "cold_start": "cold start", "end_to_end": "end to end"}
 ROWS = {**SIDES, "service-raw": "this service, raw body"}
 
 
@@ -109,8 +111,10 @@ def header(res: dict, meta: dict) -> list[str]:
         f"with `INFERENCE_THREADS={threads}` and onnxruntime with "
         f"`intra_op_num_threads={threads}`.",
         f"- Load from other processes: {noise['others_share'] * 100:.0f}% of the machine's CPU "
-        f"time during the run (load average {noise['load_start']} at the start, "
-        f"{noise['load_end']} at the end)"
+        "time during the run (" + "".join(
+            f"{STEPS[k]} {v * 100:.0f}%, " for k, v in noise.get("sections", {}).items()
+            if k in STEPS)
+        + f"load average {noise['load_start']} at the start, {noise['load_end']} at the end)"
         + ("; **the machine was shared**, so absolute times are inflated and spreads wide. The "
            "two sides alternate round by round, which keeps their ratios fairer than the "
            "absolute numbers." if shared else "; the machine was otherwise quiet.") + "\n",
@@ -147,10 +151,11 @@ def target_table(res: dict, threads: int) -> list[str]:
     return lines + [""]
 
 
-def inference(res: dict, threads: int) -> list[str]:
+def inference(res: dict, threads: int, noise: dict) -> list[str]:
     inf = res.get("inference", {})
     if not inf:
         return []
+    busy = noise.get("sections", {}).get("inference", 0.0)
     lines = ["## Inference only\n",
              "The same model and the same input tensor (Pillow's tensor of the 600x600 JPEG); "
              "one run, ms. This service: `examples/bench_engine.rs`, through "
@@ -169,6 +174,10 @@ def inference(res: dict, threads: int) -> list[str]:
             f"{'this service' if side == 'service' else 'onnxruntime'} "
             f"{fmt(ratio(inf[f'{side}/1']['median'], inf[f'{side}/{threads}']['median']))}x"
             for side in ("service", "onnxruntime")) + ".")
+        if busy > 0.05:
+            lines.append(f"Other processes took {busy * 100:.0f}% of the CPU time during these "
+                         f"runs: a run on {threads} threads waits for its slowest thread, so the "
+                         f"{threads}-thread times, and these speed-ups, suffer most.")
     return lines + [""]
 
 
@@ -357,7 +366,7 @@ def write_report(path: Path, res: dict, meta: dict) -> None:
     threads = meta["threads"]
     sections: list[Callable[[], list[str]]] = [
         lambda: header(res, meta), lambda: correctness(res),
-        lambda: target_table(res, threads), lambda: inference(res, threads),
+        lambda: target_table(res, threads), lambda: inference(res, threads, meta["noise"]),
         lambda: preprocess(res), lambda: cold_start(res, threads),
         lambda: end_to_end(res, threads), lambda: where_time_goes(res, threads)]
     lines = [line for section in sections for line in section()]

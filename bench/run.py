@@ -735,6 +735,12 @@ def own_cpu_s() -> float:
     return total
 
 
+def others_share(elapsed_s: float, busy0: float, own0: float) -> float:
+    """The share of the machine's CPU time that other processes used since (busy0, own0)."""
+    others = max(0.0, (cpu_busy_s() - busy0) - (own_cpu_s() - own0))
+    return others / max(elapsed_s * (os.cpu_count() or 1), 1e-9)
+
+
 def command_output(argv: list[str]) -> str:
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
@@ -810,18 +816,20 @@ def main() -> int:
     started, busy0, own0 = time.time(), cpu_busy_s(), own_cpu_s()
     load_start = " ".join(f"{v:.2f}" for v in os.getloadavg())
     bench = Bench(args)
+    sections: dict[str, float] = {}  # CPU share other processes took during each step
     steps: list[Callable[[], None]] = [bench.prepare, bench.inference, bench.preprocess,
                                        bench.cold_start, bench.end_to_end]
     try:
         for step in steps:
+            t0, busy, own = time.time(), cpu_busy_s(), own_cpu_s()
             step()
+            sections[step.__name__] = others_share(time.time() - t0, busy, own)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
         bench.cleanup()
     elapsed = time.time() - started
-    others = max(0.0, (cpu_busy_s() - busy0) - (own_cpu_s() - own0))
     meta = {
         "command": args.command or shlex.join(sys.argv),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -832,7 +840,8 @@ def main() -> int:
         "versions": versions(args.root, bench.results.get("model_info", {})),
         "model_name": args.model.name,
         "test_model": args.test_model,
-        "noise": {"others_share": others / (elapsed * (os.cpu_count() or 1)),
+        "noise": {"others_share": others_share(elapsed, busy0, own0),
+                  "sections": sections,
                   "load_start": load_start,
                   "load_end": " ".join(f"{v:.2f}" for v in os.getloadavg())},
     }
