@@ -47,10 +47,10 @@ pub fn decode_for_input(
     width: u32,
     height: u32,
 ) -> Result<RgbImage, ImageError> {
-    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        if let Some(rgb) = decode_jpeg_scaled(bytes, max_pixels, width.max(height))? {
-            return Ok(rgb);
-        }
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF])
+        && let Some(rgb) = decode_jpeg_scaled(bytes, max_pixels, width.max(height))?
+    {
+        return Ok(rgb);
     }
     decode(bytes, max_pixels)
 }
