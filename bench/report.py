@@ -100,7 +100,8 @@ def header(res: dict, meta: dict) -> list[str]:
         + (" (quick mode: few repetitions, indicative only)" if meta["quick"] else "") + ".",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory']} RAM; {m['os']}, "
         f"Linux {m['kernel']}.",
-        "- Versions: " + "; ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
+        "- Versions: " + "; ".join(f"{k} {v.removeprefix(k + ' ')}"
+                                   for k, v in meta["versions"].items()) + ".",
         f"- Model: `{meta['model_name']}` (sha256 `{info.get('model_sha256', '?')[:16]}…`, "
         f"{info.get('parameters', '?')} parameters, opset {info.get('opset_version', '?')}, "
         f"input {info.get('input_shape', '?')}){stand_in}.",
