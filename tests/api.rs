@@ -209,222 +209,126 @@ async fn client_mistakes_get_their_error_codes() {
     let (_dir, state) = service();
     let image = png(32, 32);
     let b64 = base64::engine::general_purpose::STANDARD.encode(&image);
-
-    expect_error(
-        &state,
-        post(
-            "/predict",
-            "application/json",
-            r#"{"image": "%%%not base64%%%"}"#,
-        ),
-        400,
-        "invalid_base64",
-    )
-    .await;
-    expect_error(
-        &state,
-        post(
-            "/predict",
-            "application/json",
-            r#"{"image": "data:image/png,abc"}"#,
-        ),
-        400,
-        "invalid_base64",
-    )
-    .await;
+    let json_body = |value: Value| post("/predict", "application/json", value.to_string());
     let garbage =
         base64::engine::general_purpose::STANDARD.encode(b"hello, this is text and not a picture");
-    expect_error(
-        &state,
-        post(
-            "/predict",
-            "application/json",
-            json!({"image": garbage}).to_string(),
-        ),
-        400,
-        "invalid_image",
-    )
-    .await;
-    expect_error(
-        &state,
-        post("/predict", "image/png", b"not a png at all".to_vec()),
-        400,
-        "invalid_image",
-    )
-    .await;
-    expect_error(
-        &state,
-        post("/predict", "image/png", image[..image.len() / 2].to_vec()),
-        400,
-        "invalid_image",
-    )
-    .await;
     let svg = b"<svg xmlns='http://www.w3.org/2000/svg'/>".to_vec();
-    expect_error(
-        &state,
-        post("/predict", "image/svg+xml", svg),
-        400,
-        "invalid_image",
-    )
-    .await;
-    expect_error(
-        &state,
-        post("/predict", "image/png", Vec::new()),
-        400,
-        "empty_body",
-    )
-    .await;
-    expect_error(
-        &state,
-        post("/predict", "application/json", Vec::new()),
-        400,
-        "empty_body",
-    )
-    .await;
-    expect_error(
-        &state,
-        post("/predict", "application/json", r#"{"filename": "a.png"}"#),
-        400,
-        "missing_image",
-    )
-    .await;
-    expect_error(
-        &state,
-        post("/predict", "application/json", r#"{"image": ""}"#),
-        400,
-        "missing_image",
-    )
-    .await;
-    expect_error(
-        &state,
-        post_multipart("/predict", &[("top_k", None, b"3")]),
-        400,
-        "missing_image",
-    )
-    .await;
-    expect_error(
-        &state,
-        post_multipart("/predict", &[("file", Some(b"a.png"), b"")]),
-        400,
-        "missing_image",
-    )
-    .await;
-    expect_error(
-        &state,
-        post("/predict", "application/json", r#"{"image": "abc""#),
-        400,
-        "invalid_json",
-    )
-    .await;
-    expect_error(
-        &state,
-        post("/predict", "application/json", r#"["image"]"#),
-        400,
-        "invalid_json",
-    )
-    .await;
-    expect_error(
-        &state,
-        post("/predict", "application/json", r#"{"image": 42}"#),
-        400,
-        "invalid_json",
-    )
-    .await;
-    expect_error(
-        &state,
-        post("/predict", "multipart/form-data", image.clone()),
-        400,
-        "invalid_multipart",
-    )
-    .await;
-    let truncated = format!(
+    let multipart_type = format!("multipart/form-data; boundary={BOUNDARY}");
+    let truncated_multipart = format!(
         "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\nabc"
     );
-    expect_error(
-        &state,
-        post(
-            "/predict",
-            &format!("multipart/form-data; boundary={BOUNDARY}"),
-            truncated,
-        ),
-        400,
-        "invalid_multipart",
-    )
-    .await;
-    expect_error(
-        &state,
-        post("/predict", "text/plain", "hello"),
-        415,
-        "unsupported_media_type",
-    )
-    .await;
-    expect_error(
-        &state,
-        post("/predict", "application/x-www-form-urlencoded", "image=abc"),
-        415,
-        "unsupported_media_type",
-    )
-    .await;
     let no_type = Request::post("/predict")
         .body(Body::from(image.clone()))
         .unwrap();
-    expect_error(&state, no_type, 415, "unsupported_media_type").await;
 
-    for bad in ["0", "1001", "-3", "abc", "2.5"] {
-        let detail = expect_error(
-            &state,
-            post(&format!("/predict?top_k={bad}"), "image/png", image.clone()),
+    let cases: Vec<(Request<Body>, u16, &str)> = vec![
+        (
+            json_body(json!({"image": "%%%not base64%%%"})),
+            400,
+            "invalid_base64",
+        ),
+        (
+            json_body(json!({"image": "data:image/png,abc"})),
+            400,
+            "invalid_base64",
+        ),
+        (json_body(json!({"image": garbage})), 400, "invalid_image"),
+        (
+            post("/predict", "image/png", b"not a png at all".to_vec()),
+            400,
+            "invalid_image",
+        ),
+        (
+            post("/predict", "image/png", image[..image.len() / 2].to_vec()),
+            400,
+            "invalid_image",
+        ),
+        (post("/predict", "image/svg+xml", svg), 400, "invalid_image"),
+        (post("/predict", "image/png", Vec::new()), 400, "empty_body"),
+        (
+            post("/predict", "application/json", Vec::new()),
+            400,
+            "empty_body",
+        ),
+        (
+            json_body(json!({"filename": "a.png"})),
+            400,
+            "missing_image",
+        ),
+        (json_body(json!({"image": ""})), 400, "missing_image"),
+        (
+            post_multipart("/predict", &[("top_k", None, b"3")]),
+            400,
+            "missing_image",
+        ),
+        (
+            post_multipart("/predict", &[("file", Some(b"a.png"), b"")]),
+            400,
+            "missing_image",
+        ),
+        (
+            post("/predict", "application/json", r#"{"image": "abc""#),
+            400,
+            "invalid_json",
+        ),
+        (
+            post("/predict", "application/json", r#"["image"]"#),
+            400,
+            "invalid_json",
+        ),
+        (json_body(json!({"image": 42})), 400, "invalid_json"),
+        (
+            post("/predict", "multipart/form-data", image.clone()),
+            400,
+            "invalid_multipart",
+        ),
+        (
+            post("/predict", &multipart_type, truncated_multipart),
+            400,
+            "invalid_multipart",
+        ),
+        (
+            post("/predict?top_k=1&top_k=2", "image/png", image.clone()),
+            400,
+            "invalid_query",
+        ),
+        (
+            post("/predict", "text/plain", "hello"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            post("/predict", "application/x-www-form-urlencoded", "image=abc"),
+            415,
+            "unsupported_media_type",
+        ),
+        (no_type, 415, "unsupported_media_type"),
+        (
+            json_body(json!({"image": b64, "top_k": 0})),
             422,
             "invalid_top_k",
-        )
-        .await;
+        ),
+        (
+            json_body(json!({"image": b64, "top_k": 3.5})),
+            422,
+            "invalid_top_k",
+        ),
+    ];
+    for (request, status, code) in cases {
+        expect_error(&state, request, status, code).await;
+    }
+    for bad in ["0", "1001", "-3", "abc", "2.5"] {
+        let request = post(&format!("/predict?top_k={bad}"), "image/png", image.clone());
+        let detail = expect_error(&state, request, 422, "invalid_top_k").await;
         assert!(detail.contains("1 to 1000"), "{detail}");
     }
-    expect_error(
-        &state,
-        post(
-            "/predict",
-            "application/json",
-            json!({"image": b64, "top_k": 0}).to_string(),
-        ),
-        422,
-        "invalid_top_k",
-    )
-    .await;
-    expect_error(
-        &state,
-        post(
-            "/predict",
-            "application/json",
-            json!({"image": b64, "top_k": 3.5}).to_string(),
-        ),
-        422,
-        "invalid_top_k",
-    )
-    .await;
-    let (status, _, body) = json(
-        send(
-            &state,
-            post(
-                "/predict",
-                "application/json",
-                json!({"image": b64, "top_k": null}).to_string(),
-            ),
-        )
-        .await,
-    )
-    .await;
+
+    let (status, _, body) =
+        json(send(&state, json_body(json!({"image": b64, "top_k": null}))).await).await;
     assert_eq!(
         (status, body["predictions"].as_array().unwrap().len()),
         (200, 5)
     );
-    expect_error(
-        &state,
-        post("/predict?top_k=1&top_k=2", "image/png", image.clone()),
-        400,
-        "invalid_query",
-    )
-    .await;
 }
 
 #[tokio::test]
