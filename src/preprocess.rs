@@ -111,10 +111,7 @@ fn decode_jpeg_scaled(
     {
         image.apply_orientation(orientation);
     }
-    Ok(Some(match image {
-        DynamicImage::ImageRgb8(rgb) => rgb,
-        other => other.to_rgb8(),
-    }))
+    Ok(Some(into_rgb(image)))
 }
 
 /// Decodes `bytes` into upright RGB pixels, refusing images over `max_pixels` before decoding.
@@ -142,10 +139,16 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageError> {
         .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| classify(format, e))?;
     image.apply_orientation(orientation);
-    Ok(match image {
+    Ok(into_rgb(image))
+}
+
+/// The pixels as 8-bit RGB, without a copy when they already are; alpha is dropped, as Pillow's
+/// `convert('RGB')` drops it.
+fn into_rgb(image: DynamicImage) -> RgbImage {
+    match image {
         DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.to_rgb8(),
-    })
+    }
 }
 
 /// The decoder's own limits: a backstop for formats whose header understates what they allocate.
