@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use aws_config::BehaviorVersion;
 use aws_config::meta::region::RegionProviderChain;
+use aws_config::{BehaviorVersion, Region};
 use clap::{Parser, Subcommand};
 use densenet_api::classify::Classifier;
 use densenet_api::config::{Config, Stage};
@@ -92,6 +92,8 @@ async fn main() -> anyhow::Result<()> {
             stage,
             region,
         }) => {
+            let region =
+                RegionProviderChain::first_try(region.map(Region::new)).or_default_provider();
             let client = aws_sdk_ecr::Client::new(&load_aws_config(region).await);
             let uri = match action {
                 ModelRepoAction::Ensure => model_repo::ensure(&client, stage.as_str()).await?,
@@ -144,10 +146,7 @@ async fn build_state(config: Config, log_mode: WriteMode) -> anyhow::Result<AppS
     let store: Arc<dyn LogStore> = match &config.logs_bucket {
         Some(bucket) => {
             let region = RegionProviderChain::default_provider().or_else("us-east-1");
-            let sdk = aws_config::defaults(BehaviorVersion::latest())
-                .region(region)
-                .load()
-                .await;
+            let sdk = load_aws_config(region).await;
             let s3_config = s3::client_config(&sdk, config.s3_endpoint_url.as_deref()).build();
             tracing::info!(bucket, stage = %config.stage, "prediction log in S3");
             Arc::new(S3Store::new(
@@ -200,13 +199,13 @@ fn load_classifier(config: &Config) -> anyhow::Result<Classifier> {
     Ok(classifier)
 }
 
-/// The AWS SDK configuration from the environment (credentials, region, `AWS_ENDPOINT_URL`).
-async fn load_aws_config(region: Option<String>) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(region) = region {
-        loader = loader.region(aws_config::Region::new(region));
-    }
-    loader.load().await
+/// The AWS SDK configuration from the environment (credentials, `AWS_ENDPOINT_URL`), in the
+/// first region that `region` finds.
+async fn load_aws_config(region: RegionProviderChain) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(region)
+        .load()
+        .await
 }
 
 fn init_tracing(json: bool) {
