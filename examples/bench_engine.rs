@@ -40,10 +40,7 @@ fn main() -> anyhow::Result<()> {
         let threads: usize = threads
             .parse()
             .with_context(|| format!("thread count {threads:?}"))?;
-        let options = LoadOptions {
-            name: "DenseNet121".to_owned(),
-            threads,
-        };
+        let options = LoadOptions::new("DenseNet121", threads);
         let engine = inference::load(&PathBuf::from(model), &options)
             .with_context(|| format!("loading {model} with {threads} threads"))?;
         let scores = engine.run(input.clone())?;

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::inference::{DEFAULT_ONNXRUNTIME_LIBRARY, EngineKind};
+
 /// The deployment stage whose prediction log this process reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -86,6 +88,11 @@ pub struct Config {
     /// `INFERENCE_THREADS`: threads for one inference's matrix products; 0 picks from the CPUs
     /// available. Default 0.
     pub inference_threads: usize,
+    /// `ENGINE`: `tract` (default) or `onnxruntime` (a build with the `onnxruntime` feature).
+    pub engine: EngineKind,
+    /// `ORT_DYLIB_PATH`: ONNX Runtime's shared library, for `ENGINE=onnxruntime`. Default
+    /// `libonnxruntime.so`, found on the loader's search path.
+    pub onnxruntime_library: PathBuf,
     /// `MAX_CONCURRENT_INFERENCES`: decodes and inferences running at once; more wait their turn,
     /// which bounds memory. Default: the number of CPUs.
     pub max_concurrent_inferences: usize,
@@ -113,6 +120,8 @@ impl Default for Config {
             default_top_k: 5,
             cors_allow_origins: AllowedOrigins::Any,
             inference_threads: 0,
+            engine: EngineKind::default(),
+            onnxruntime_library: PathBuf::from(DEFAULT_ONNXRUNTIME_LIBRARY),
             max_concurrent_inferences: cpus,
         }
     }
@@ -168,6 +177,21 @@ impl Config {
         }
         if let Some(v) = get("INFERENCE_THREADS") {
             config.inference_threads = parse_number("INFERENCE_THREADS", &v)?;
+        }
+        if let Some(v) = get("ENGINE") {
+            config.engine = v.parse()?;
+            if !config.engine.is_built_in() {
+                bail!(
+                    "ENGINE={} needs a build with the `{}` cargo feature \
+                     (cargo build --release --features {})",
+                    config.engine,
+                    config.engine,
+                    config.engine
+                );
+            }
+        }
+        if let Some(v) = get("ORT_DYLIB_PATH") {
+            config.onnxruntime_library = PathBuf::from(v);
         }
         if let Some(v) = get("MAX_CONCURRENT_INFERENCES") {
             config.max_concurrent_inferences = positive(

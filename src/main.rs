@@ -177,8 +177,9 @@ fn load_classifier(config: &Config) -> anyhow::Result<Classifier> {
         None => Labels::imagenet(),
     };
     let options = LoadOptions {
-        name: config.model_name.clone(),
-        threads: config.effective_inference_threads(),
+        engine: config.engine,
+        onnxruntime_library: config.onnxruntime_library.clone(),
+        ..LoadOptions::new(&config.model_name, config.effective_inference_threads())
     };
     let engine = inference::load(&config.model_path, &options).with_context(|| {
         format!(
@@ -191,6 +192,7 @@ fn load_classifier(config: &Config) -> anyhow::Result<Classifier> {
     let info = classifier.engine().info();
     tracing::info!(
         model = %config.model_path.display(),
+        engine = %config.engine,
         runtime = %info.runtime,
         load_ms = info.load_time_ms,
         init_ms = started.elapsed().as_secs_f64() * 1000.0,

@@ -66,10 +66,7 @@ fn classifier() -> Classifier {
                 "TEST_MODEL_PATH",
                 "make a model with `python3 scripts/make-test-model.py --out /tmp/m.onnx`",
             );
-            let options = LoadOptions {
-                name: "DenseNet121".into(),
-                threads: 1,
-            };
+            let options = LoadOptions::new("DenseNet121", 1);
             let engine = inference::load(path.as_ref(), &options).expect("loading the test model");
             Classifier::new(engine, Labels::imagenet(), 40_000_000).expect("labels fit the model")
         })

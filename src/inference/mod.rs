@@ -1,16 +1,72 @@
-//! Inference: the engine trait the routes call, the tract engine behind it, and the model-agnostic
-//! post-processing (softmax, top-k).
+//! Inference: the engine trait the routes call, the engines behind it (tract, and ONNX Runtime
+//! with the `onnxruntime` feature), and the model-agnostic post-processing (softmax, top-k).
 
+mod onnx;
+#[cfg(feature = "onnxruntime")]
+mod onnxruntime;
 mod postprocess;
 mod tract;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
+
+use anyhow::bail;
 
 use serde::Serialize;
 
 pub use postprocess::{Prediction, softmax, top_k};
 pub use tract::TractEngine;
+
+#[cfg(feature = "onnxruntime")]
+pub use self::onnxruntime::OnnxRuntimeEngine;
+
+/// Which engine runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineKind {
+    /// tract, pure Rust: always built in.
+    #[default]
+    Tract,
+    /// ONNX Runtime, loaded at start-up from `libonnxruntime.so`; needs the `onnxruntime` cargo
+    /// feature.
+    OnnxRuntime,
+}
+
+impl EngineKind {
+    /// The engine's name, as `ENGINE` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Tract => "tract",
+            EngineKind::OnnxRuntime => "onnxruntime",
+        }
+    }
+
+    /// Whether this build can run the engine.
+    pub fn is_built_in(self) -> bool {
+        match self {
+            EngineKind::Tract => true,
+            EngineKind::OnnxRuntime => cfg!(feature = "onnxruntime"),
+        }
+    }
+}
+
+impl FromStr for EngineKind {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "tract" => Ok(EngineKind::Tract),
+            "onnxruntime" | "ort" => Ok(EngineKind::OnnxRuntime),
+            other => bail!("ENGINE must be `tract` or `onnxruntime`, not {other:?}"),
+        }
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What the service knows about its model, all of it read from the loaded file.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -65,11 +121,39 @@ pub type SharedEngine = Arc<dyn Engine>;
 pub struct LoadOptions {
     /// The name reported for the model.
     pub name: String,
-    /// Threads for one inference's matrix products; 0 or 1 runs on the calling thread.
+    /// Threads for one inference; 0 or 1 runs on the calling thread.
     pub threads: usize,
+    /// The engine to load the model into.
+    pub engine: EngineKind,
+    /// Where ONNX Runtime's shared library is, for [`EngineKind::OnnxRuntime`].
+    pub onnxruntime_library: PathBuf,
 }
 
-/// Loads the model at `path` with the default engine.
+impl LoadOptions {
+    /// Options for the default engine.
+    pub fn new(name: impl Into<String>, threads: usize) -> LoadOptions {
+        LoadOptions {
+            name: name.into(),
+            threads,
+            engine: EngineKind::default(),
+            onnxruntime_library: PathBuf::from(DEFAULT_ONNXRUNTIME_LIBRARY),
+        }
+    }
+}
+
+/// ONNX Runtime's library when `ORT_DYLIB_PATH` is unset: found on the loader's search path.
+pub const DEFAULT_ONNXRUNTIME_LIBRARY: &str = "libonnxruntime.so";
+
+/// Loads the model at `path` into the engine `options` name.
 pub fn load(path: &Path, options: &LoadOptions) -> anyhow::Result<SharedEngine> {
-    Ok(Arc::new(TractEngine::load(path, options)?))
+    match options.engine {
+        EngineKind::Tract => Ok(Arc::new(TractEngine::load(path, options)?)),
+        #[cfg(feature = "onnxruntime")]
+        EngineKind::OnnxRuntime => Ok(Arc::new(OnnxRuntimeEngine::load(path, options)?)),
+        #[cfg(not(feature = "onnxruntime"))]
+        EngineKind::OnnxRuntime => bail!(
+            "ENGINE=onnxruntime needs a build with the onnxruntime feature \
+             (cargo build --release --features onnxruntime)"
+        ),
+    }
 }

@@ -5,14 +5,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use sha2::{Digest, Sha256};
 use tract_linalg::multithread::Executor;
-use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::runtime::RunOptions;
 use tract_onnx::tract_hir::infer::Factoid;
 use tract_onnx::tract_hir::internal::DimLike;
 
+use super::onnx::OnnxFacts;
 use super::{Engine, LoadOptions, ModelInfo};
 
 /// The optimised, runnable plan: the one place tract's plan type is named.
@@ -28,12 +27,8 @@ impl TractEngine {
     /// Loads, checks and optimises the ONNX model at `path`.
     pub fn load(path: &Path, options: &LoadOptions) -> anyhow::Result<TractEngine> {
         let started = Instant::now();
-        let bytes =
-            std::fs::read(path).with_context(|| format!("reading the model {}", path.display()))?;
-        let proto = tract_onnx::onnx()
-            .proto_model_for_read(&mut bytes.as_slice())
-            .with_context(|| format!("parsing {} as ONNX", path.display()))?;
-        let facts = ProtoFacts::read(&proto)?;
+        let (bytes, proto, facts) = OnnxFacts::load(path)?;
+        drop(bytes);
         let mut model = tract_onnx::onnx()
             .model_for_proto_model(&proto)
             .with_context(|| format!("building the graph of {}", path.display()))?;
@@ -59,8 +54,8 @@ impl TractEngine {
             num_classes,
             parameters: facts.parameters,
             opset_version: facts.opset_version,
-            model_file_size: bytes.len() as u64,
-            model_sha256: hex(&Sha256::digest(&bytes)),
+            model_file_size: facts.file_size,
+            model_sha256: facts.sha256,
             load_time_ms: started.elapsed().as_secs_f64() * 1000.0,
         };
         Ok(TractEngine { plan, info })
@@ -110,54 +105,6 @@ fn run_options(threads: usize) -> RunOptions {
     }
 }
 
-/// What is read from the ONNX protobuf itself rather than from tract's graph.
-struct ProtoFacts {
-    input_name: String,
-    output_name: String,
-    parameters: u64,
-    opset_version: i64,
-}
-
-impl ProtoFacts {
-    fn read(proto: &ModelProto) -> anyhow::Result<ProtoFacts> {
-        let graph = proto
-            .graph
-            .as_ref()
-            .context("the ONNX file holds no graph")?;
-        let initializers: std::collections::HashSet<&str> =
-            graph.initializer.iter().map(|t| t.name.as_str()).collect();
-        let input_name = graph
-            .input
-            .iter()
-            .map(|i| i.name.as_str())
-            .find(|name| !initializers.contains(name))
-            .context("the model has no input")?
-            .to_owned();
-        let output_name = graph
-            .output
-            .first()
-            .context("the model has no output")?
-            .name
-            .clone();
-        let parameters = graph
-            .initializer
-            .iter()
-            .map(|t| t.dims.iter().map(|&d| d.max(0) as u64).product::<u64>())
-            .sum();
-        let opset_version = proto
-            .opset_import
-            .iter()
-            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-            .map_or(0, |o| o.version);
-        Ok(ProtoFacts {
-            input_name,
-            output_name,
-            parameters,
-            opset_version,
-        })
-    }
-}
-
 /// The model's input shape with any symbolic batch dimension fixed to 1.
 fn concrete_input_shape(model: &InferenceModel) -> anyhow::Result<Vec<usize>> {
     let fact = model.input_fact(0).context("the model has no input")?;
@@ -191,8 +138,4 @@ fn output_len(model: &TypedModel) -> anyhow::Result<usize> {
         [n] | [1, n] => Ok(*n),
         _ => bail!("the model output shape {dims:?} is not [classes] or [1, classes]"),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

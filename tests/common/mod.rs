@@ -36,10 +36,7 @@ pub fn engine() -> SharedEngine {
     static ENGINE: OnceLock<SharedEngine> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
-            let options = LoadOptions {
-                name: "DenseNet121".into(),
-                threads: 1,
-            };
+            let options = LoadOptions::new("DenseNet121", 1);
             inference::load(&test_model_path(), &options).expect("loading the test model")
         })
         .clone()
