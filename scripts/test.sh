@@ -106,13 +106,16 @@ wait_for "$S3_ENDPOINT_URL/" 120
 export TEST_MODEL_PATH="$model"
 export REFERENCE_DIR="$work/reference"
 export DENSENET_BIN="$target/release/densenet-api"
+# The ONNX Runtime engine's library, from the onnxruntime wheel the reference outputs came from.
+ORT_DYLIB_PATH="$(python -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so*")))[0])')"
+export ORT_DYLIB_PATH
 
-step "Rust tests (release profile: the binary and the tests share one build)"
-cargo build --release --locked
-cargo test --release --locked --all-targets
+step "Rust tests (release profile: the binary and the tests share one build; both engines)"
+cargo build --release --locked --features onnxruntime
+cargo test --release --locked --all-targets --features onnxruntime
 
 step "Lints"
-cargo clippy --release --locked --all-targets -- -D warnings
+cargo clippy --release --locked --all-targets --features onnxruntime -- -D warnings
 
 step "Deployment and Lambda runtime tests"
 python -m pytest -q tests/py

@@ -291,6 +291,36 @@ mod tests {
     }
 
     #[test]
+    fn the_engine_is_tract_unless_engine_names_another() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.engine, EngineKind::Tract);
+        assert_eq!(c.onnxruntime_library, PathBuf::from("libonnxruntime.so"));
+        assert_eq!(
+            config(&[("ENGINE", " Tract ")]).unwrap().engine,
+            EngineKind::Tract
+        );
+
+        let error = config(&[("ENGINE", "tensorflow")]).unwrap_err().to_string();
+        assert!(error.contains("`tract` or `onnxruntime`"), "{error}");
+
+        let c = config(&[
+            ("ENGINE", "onnxruntime"),
+            ("ORT_DYLIB_PATH", "/opt/ort/libonnxruntime.so"),
+        ]);
+        if cfg!(feature = "onnxruntime") {
+            let c = c.unwrap();
+            assert_eq!(c.engine, EngineKind::OnnxRuntime);
+            assert_eq!(
+                c.onnxruntime_library,
+                PathBuf::from("/opt/ort/libonnxruntime.so")
+            );
+        } else {
+            let error = c.unwrap_err().to_string();
+            assert!(error.contains("--features onnxruntime"), "{error}");
+        }
+    }
+
+    #[test]
     fn the_s3_endpoint_prefers_the_service_specific_variable() {
         let c = config(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:8333/")]).unwrap();
         assert_eq!(c.s3_endpoint_url.as_deref(), Some("http://127.0.0.1:8333"));
