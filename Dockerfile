@@ -10,6 +10,9 @@
 
 # The Rust toolchain release; the crate's rust-version is the floor.
 ARG RUST_VERSION=1.95
+# ONNX Runtime for ENGINE=onnxruntime: the libonnxruntime.so of the onnxruntime wheel on PyPI, the
+# version the tests run against (requirements-test.txt).
+ARG ONNXRUNTIME_VERSION=1.32.0
 # Where the model comes from: an image holding /model/densenet121_Opset17.onnx, normally the
 # digest-pinned URI printed by setup-model-repo.sh, or `local-model` (the stage below).
 ARG MODEL_IMAGE=local-model
@@ -37,6 +40,17 @@ RUN mkdir -p src \
                          print dir "/" q[2] ".rs" }' Cargo.toml \
     | while read -r stub; do mkdir -p "$(dirname "$stub")"; echo 'fn main() {}' > "$stub"; done
 
+# The ONNX Runtime library, unpacked from its wheel. The library does not depend on the Python
+# version; only the wheel's name does.
+FROM python:3.12-slim AS onnxruntime
+ARG ONNXRUNTIME_VERSION
+WORKDIR /wheel
+RUN pip download --no-cache-dir --no-deps --only-binary=:all: \
+        --platform manylinux_2_28_x86_64 --python-version 3.12 "onnxruntime==${ONNXRUNTIME_VERSION}" \
+ && python -m zipfile -e onnxruntime-*.whl unpacked \
+ && mkdir -p /opt/lib \
+ && cp "unpacked/onnxruntime/capi/libonnxruntime.so.${ONNXRUNTIME_VERSION}" /opt/lib/libonnxruntime.so
+
 # Build on Amazon Linux 2023, the runtime's own distribution (SAM's build image for
 # provided.al2023: AL2023 with gcc and binutils). A binary linked against a newer glibc (Debian
 # bookworm has 2.36, trixie 2.41) can require symbols that AL2023's glibc 2.34 lacks and then
@@ -53,15 +67,21 @@ WORKDIR /build
 
 # Dependencies first, in their own layer, built from the skeleton.
 COPY --from=skeleton /skeleton ./
-RUN cargo build --profile dist --locked \
+RUN cargo build --profile dist --locked --features onnxruntime \
  && rm -rf build.rs src benches tests examples
 
 # The crate itself. Its dependency-layer fingerprints are dropped so that cargo rebuilds it
 # even where a copied file is older than the stub build.
 COPY . .
 RUN rm -rf target/dist/.fingerprint/densenet-api-* \
- && cargo build --profile dist --locked --bin densenet-api \
+ && cargo build --profile dist --locked --features onnxruntime --bin densenet-api \
  && target/dist/densenet-api --help > /dev/null
+
+# The C++ runtime libonnxruntime.so links against, from this same distribution: the Lambda base
+# image is minimal and may lack it. /opt/lib is on Lambda's LD_LIBRARY_PATH after the system's
+# directories, so a system copy wins where there is one.
+RUN mkdir -p /build/lib \
+ && for lib in libstdc++.so.6 libgcc_s.so.1; do cp -L "$(gcc -print-file-name="$lib")" /build/lib/; done
 
 # The model from the local checkout: `--build-arg MODEL_IMAGE=local-model` (the default).
 # Cargo.toml is listed only so that the COPY has a source when models/ holds no model (an
@@ -76,8 +96,11 @@ FROM ${MODEL_IMAGE} AS model
 
 FROM public.ecr.aws/lambda/provided:al2023
 COPY --from=build /build/target/dist/densenet-api /var/runtime/bootstrap
+COPY --from=build /build/lib/ /opt/lib/
+COPY --from=onnxruntime /opt/lib/libonnxruntime.so /opt/lib/libonnxruntime.so
 COPY --from=model /model/densenet121_Opset17.onnx /opt/model/densenet121_Opset17.onnx
-ENV MODEL_PATH=/opt/model/densenet121_Opset17.onnx
+ENV MODEL_PATH=/opt/model/densenet121_Opset17.onnx \
+    ORT_DYLIB_PATH=/opt/lib/libonnxruntime.so
 # The base image's entrypoint runs /var/runtime/bootstrap and wants one argument, the handler
 # name, which a custom runtime ignores.
 CMD ["bootstrap"]

@@ -156,7 +156,20 @@ def test_the_function_image_copies_the_model_from_where_the_model_image_puts_it(
     )
     assert re.search(r"^FROM public\.ecr\.aws/lambda/provided:al2023", dockerfile, re.M)
     assert re.search(r"^COPY --from=build /build/target/dist/densenet-api /var/runtime/bootstrap$", dockerfile, re.M)
-    assert re.search(r"^ENV MODEL_PATH=/opt/model/densenet121_Opset17\.onnx$", dockerfile, re.M)
+    assert re.search(r"^ENV MODEL_PATH=/opt/model/densenet121_Opset17\.onnx( \\)?$", dockerfile, re.M)
     assert "cargo build --profile dist --locked" in dockerfile
     # No credentials or secrets baked in.
     assert not re.search(r"AWS_(ACCESS_KEY_ID|SECRET_ACCESS_KEY|SESSION_TOKEN)|--mount=type=secret", dockerfile)
+
+
+def test_the_function_image_ships_the_onnxruntime_the_tests_run_against():
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    version = re.search(r"^ARG ONNXRUNTIME_VERSION=(\S+)$", dockerfile, re.M)
+    assert version, "the Dockerfile pins no ONNX Runtime version"
+    for requirements in ["scripts/requirements-test.txt", "bench/requirements.txt"]:
+        pins = re.findall(r"^onnxruntime==(\S+)$", (REPO_ROOT / requirements).read_text(), re.M)
+        assert pins == [version.group(1)], f"{requirements} pins onnxruntime {pins}"
+    # Both cargo builds (the dependency layer and the crate) enable the engine.
+    assert dockerfile.count("cargo build --profile dist --locked --features onnxruntime") == 2
+    assert re.search(r"^COPY --from=onnxruntime /opt/lib/libonnxruntime\.so /opt/lib/libonnxruntime\.so$", dockerfile, re.M)
+    assert re.search(r"^\s+ORT_DYLIB_PATH=/opt/lib/libonnxruntime\.so$", dockerfile, re.M)

@@ -107,6 +107,7 @@ def test_function_properties(function):
     assert env["MODEL_PATH"] == "/opt/model/densenet121_Opset17.onnx"
     assert env["AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH"] == "true"
     assert env["RUST_LOG"] == "info"
+    assert env["ENGINE"] == {"Ref": "InferenceEngine"}
     assert "ENV MODEL_PATH=/opt/model/densenet121_Opset17.onnx" in (REPO_ROOT / "Dockerfile").read_text()
 
 
