@@ -94,12 +94,21 @@ COPY Cargo.toml models/densenet121_Opset17.onn[x] /model/
 # stage above.
 FROM ${MODEL_IMAGE} AS model
 
+# The tract engine's prepared model: the graph work every cold start would otherwise repeat
+# (parse, type, declutter), done once here; the function loads it through PREPARED_MODEL_PATH.
+FROM build AS prepared
+COPY --from=model /model/densenet121_Opset17.onnx /prepare/densenet121_Opset17.onnx
+RUN target/dist/densenet-api prepare-model --model /prepare/densenet121_Opset17.onnx \
+        --out /prepare/densenet121_Opset17.nnef.tar
+
 FROM public.ecr.aws/lambda/provided:al2023
 COPY --from=build /build/target/dist/densenet-api /var/runtime/bootstrap
 COPY --from=build /build/lib/ /opt/lib/
 COPY --from=onnxruntime /opt/lib/libonnxruntime.so /opt/lib/libonnxruntime.so
 COPY --from=model /model/densenet121_Opset17.onnx /opt/model/densenet121_Opset17.onnx
+COPY --from=prepared /prepare/densenet121_Opset17.nnef.tar /opt/model/densenet121_Opset17.nnef.tar
 ENV MODEL_PATH=/opt/model/densenet121_Opset17.onnx \
+    PREPARED_MODEL_PATH=/opt/model/densenet121_Opset17.nnef.tar \
     ORT_DYLIB_PATH=/opt/lib/libonnxruntime.so
 # The base image's entrypoint runs /var/runtime/bootstrap and wants one argument, the handler
 # name, which a custom runtime ignores.

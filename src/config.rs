@@ -59,6 +59,9 @@ pub enum AllowedOrigins {
 pub struct Config {
     /// `MODEL_PATH`: the ONNX model file. Default `models/densenet121_Opset17.onnx`.
     pub model_path: PathBuf,
+    /// `PREPARED_MODEL_PATH`: the model prepared from `MODEL_PATH` by `densenet-api
+    /// prepare-model`, which the tract engine loads instead, for a faster start. Unset: none.
+    pub prepared_model_path: Option<PathBuf>,
     /// `MODEL_NAME`: the name reported for the model. Default `DenseNet121`.
     pub model_name: String,
     /// `LABELS_PATH`: a file of class names, one per line, overriding the built-in ImageNet list.
@@ -108,6 +111,7 @@ impl Default for Config {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         Config {
             model_path: PathBuf::from("models/densenet121_Opset17.onnx"),
+            prepared_model_path: None,
             model_name: "DenseNet121".to_owned(),
             labels_path: None,
             stage: Stage::Dev,
@@ -140,6 +144,7 @@ impl Config {
         if let Some(v) = get("MODEL_PATH") {
             config.model_path = PathBuf::from(v);
         }
+        config.prepared_model_path = get("PREPARED_MODEL_PATH").map(PathBuf::from);
         if let Some(v) = get("MODEL_NAME") {
             config.model_name = v.trim().to_owned();
         }
@@ -288,6 +293,22 @@ mod tests {
         assert_eq!(c.logs_bucket, None);
         assert_eq!(c.log_write_timeout, Duration::from_secs(1));
         assert_eq!(c.s3_endpoint_url, None);
+    }
+
+    #[test]
+    fn a_prepared_model_is_used_only_when_named() {
+        assert_eq!(config(&[]).unwrap().prepared_model_path, None);
+        let c = config(&[("PREPARED_MODEL_PATH", "/opt/model/m.nnef.tar")]).unwrap();
+        assert_eq!(
+            c.prepared_model_path,
+            Some(PathBuf::from("/opt/model/m.nnef.tar"))
+        );
+        assert_eq!(
+            config(&[("PREPARED_MODEL_PATH", "  ")])
+                .unwrap()
+                .prepared_model_path,
+            None
+        );
     }
 
     #[test]

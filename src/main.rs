@@ -12,7 +12,7 @@ use aws_config::{BehaviorVersion, Region};
 use clap::{Parser, Subcommand};
 use densenet_api::classify::Classifier;
 use densenet_api::config::{Config, Stage};
-use densenet_api::inference::{self, LoadOptions};
+use densenet_api::inference::{self, EngineKind, LoadOptions};
 use densenet_api::labels::Labels;
 use densenet_api::prediction_log::{LocalStore, LogStore, PredictionLog, S3Store, WriteMode, s3};
 use densenet_api::{AppState, cli, model_repo};
@@ -50,6 +50,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Prepare the ONNX model for a faster start with the tract engine: do the graph work that
+    /// every start would repeat once, and write the result for PREPARED_MODEL_PATH.
+    PrepareModel {
+        /// The ONNX model (default: MODEL_PATH).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Where to write the prepared model (an NNEF tar, e.g. model.nnef.tar).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Manage the ECR repository that holds the model image.
     ModelRepo {
         #[command(subcommand)]
@@ -86,6 +96,20 @@ async fn main() -> anyhow::Result<()> {
         }) => {
             let classifier = load_classifier(&config)?;
             cli::predict(&classifier, &images, top_k, json)
+        }
+        Some(Command::PrepareModel { model, out }) => {
+            let model = model.unwrap_or_else(|| config.model_path.clone());
+            let prepared = inference::prepare(&model, &out)
+                .with_context(|| format!("preparing {} into {}", model.display(), out.display()))?;
+            tracing::info!(
+                model = %model.display(),
+                out = %out.display(),
+                bytes = prepared.bytes,
+                onnx_sha256 = %prepared.onnx_sha256,
+                elapsed_ms = prepared.elapsed_ms,
+                "model prepared"
+            );
+            Ok(())
         }
         Some(Command::ModelRepo {
             action,
@@ -179,19 +203,29 @@ fn load_classifier(config: &Config) -> anyhow::Result<Classifier> {
     let options = LoadOptions {
         engine: config.engine,
         onnxruntime_library: config.onnxruntime_library.clone(),
+        prepared_model: config.prepared_model_path.clone(),
         ..LoadOptions::new(&config.model_name, config.effective_inference_threads())
     };
-    let engine = inference::load(&config.model_path, &options).with_context(|| {
-        format!(
+    let prepared = options
+        .prepared_model
+        .as_ref()
+        .filter(|_| config.engine == EngineKind::Tract);
+    let engine = inference::load(&config.model_path, &options).with_context(|| match prepared {
+        Some(path) => format!(
+            "loading the prepared model {} (PREPARED_MODEL_PATH; `densenet-api prepare-model` \
+             makes it)",
+            path.display()
+        ),
+        None => format!(
             "loading the model {} (set MODEL_PATH, or run scripts/fetch-model.sh)",
             config.model_path.display()
-        )
+        ),
     })?;
     let classifier =
         Classifier::new(engine, labels, config.max_image_pixels).map_err(LabelsMismatch)?;
     let info = classifier.engine().info();
     tracing::info!(
-        model = %config.model_path.display(),
+        model = %prepared.unwrap_or(&config.model_path).display(),
         engine = %config.engine,
         runtime = %info.runtime,
         load_ms = info.load_time_ms,

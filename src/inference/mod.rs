@@ -16,7 +16,7 @@ use anyhow::bail;
 use serde::Serialize;
 
 pub use postprocess::{Prediction, softmax, top_k};
-pub use tract::TractEngine;
+pub use tract::{Prepared, TractEngine, prepare};
 
 #[cfg(feature = "onnxruntime")]
 pub use self::onnxruntime::OnnxRuntimeEngine;
@@ -127,6 +127,8 @@ pub struct LoadOptions {
     pub engine: EngineKind,
     /// Where ONNX Runtime's shared library is, for [`EngineKind::OnnxRuntime`].
     pub onnxruntime_library: PathBuf,
+    /// A model written by [`prepare`] that tract loads instead of the ONNX file.
+    pub prepared_model: Option<PathBuf>,
 }
 
 impl LoadOptions {
@@ -137,6 +139,7 @@ impl LoadOptions {
             threads,
             engine: EngineKind::default(),
             onnxruntime_library: PathBuf::from(DEFAULT_ONNXRUNTIME_LIBRARY),
+            prepared_model: None,
         }
     }
 }

@@ -173,3 +173,15 @@ def test_the_function_image_ships_the_onnxruntime_the_tests_run_against():
     assert dockerfile.count("cargo build --profile dist --locked --features onnxruntime") == 2
     assert re.search(r"^COPY --from=onnxruntime /opt/lib/libonnxruntime\.so /opt/lib/libonnxruntime\.so$", dockerfile, re.M)
     assert re.search(r"^\s+ORT_DYLIB_PATH=/opt/lib/libonnxruntime\.so$", dockerfile, re.M)
+
+
+def test_the_function_image_loads_the_model_prepared_at_build():
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM build AS prepared$", dockerfile, re.M)
+    assert re.search(
+        r"^RUN target/dist/densenet-api prepare-model --model /prepare/densenet121_Opset17\.onnx \\\n"
+        r"\s+--out /prepare/densenet121_Opset17\.nnef\.tar$", dockerfile, re.M)
+    assert re.search(
+        r"^COPY --from=prepared /prepare/densenet121_Opset17\.nnef\.tar /opt/model/densenet121_Opset17\.nnef\.tar$",
+        dockerfile, re.M)
+    assert re.search(r"^\s+PREPARED_MODEL_PATH=/opt/model/densenet121_Opset17\.nnef\.tar \\$", dockerfile, re.M)
