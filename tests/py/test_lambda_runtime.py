@@ -73,7 +73,8 @@ class Runtime:
     """The emulator and the function process, and a way to invoke the function."""
 
     def __init__(self, cargo_lambda: str, port: int, function: subprocess.Popen, logs: dict[str, Path],
-                 log_dir: Path):
+                 log_dir: Path, variant: str):
+        self.variant = variant
         self.cargo_lambda = cargo_lambda
         self.port = port
         self.function = function
@@ -106,8 +107,8 @@ class Runtime:
 
 @pytest.fixture(
     scope="module",
-    params=["as-deployed", "without-ignore-stage"],
-    ids=["env-as-in-template", "no-AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH"],
+    params=["as-deployed", "without-ignore-stage", "onnxruntime"],
+    ids=["env-as-in-template", "no-AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "ENGINE-onnxruntime"],
 )
 def runtime(request, tmp_path_factory) -> Runtime:
     binary = Path(require_env("DENSENET_BIN", "the built release binary (target/release/densenet-api)"))
@@ -149,15 +150,25 @@ def runtime(request, tmp_path_factory) -> Runtime:
             LOG_DIR=str(log_dir),
             RUST_LOG="info",
         )
-        if request.param == "as-deployed":
+        if request.param != "without-ignore-stage":
             env["AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH"] = "true"
+        if request.param == "as-deployed":
+            # As the image does: the model prepared at build, loaded through PREPARED_MODEL_PATH.
+            prepared = work / "model.nnef.tar"
+            subprocess.run([str(binary), "prepare-model", "--model", str(model), "--out", str(prepared)],
+                           check=True, capture_output=True, timeout=300, env={**env, "RUST_LOG": "warn"},
+                           )
+            env["PREPARED_MODEL_PATH"] = str(prepared)
+        if request.param == "onnxruntime":
+            require_env("ORT_DYLIB_PATH", "ONNX Runtime's libonnxruntime.so (from the onnxruntime wheel)")
+            env["ENGINE"] = "onnxruntime"
         with open(logs["function"], "wb") as out:
             function = subprocess.Popen(
                 [str(binary)], env=env, cwd=work, stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
         started.append(function)
-        yield Runtime(cargo_lambda, port, function, logs, log_dir)
+        yield Runtime(cargo_lambda, port, function, logs, log_dir, request.param)
     finally:
         for proc in reversed(started):
             stop(proc)
@@ -267,3 +278,16 @@ def test_predictions_are_logged_locally_without_a_bucket(runtime: Runtime):
             return
         time.sleep(0.2)
     pytest.fail(f"no prediction line for synthetic.png under {runtime.log_dir}")
+
+
+def test_the_model_is_loaded_as_configured(runtime: Runtime):
+    runtime.invoke("rest-v1-health.json")  # the model is loaded before the first event is taken
+    log = runtime.logs["function"].read_text(errors="replace")
+    ready = [line for line in log.splitlines() if "model ready" in line]
+    assert len(ready) == 1, log[-3000:]
+    expected = {
+        "as-deployed": ("model.nnef.tar", "tract 0."),
+        "without-ignore-stage": (".onnx", "tract 0."),
+        "onnxruntime": (".onnx", "onnxruntime 1."),
+    }[runtime.variant]
+    assert expected[0] in ready[0] and expected[1] in ready[0], ready[0]
