@@ -1,25 +1,31 @@
 #!/usr/bin/env python3
-"""The benchmark of scripts/bench.sh: this service against onnxruntime and the Python original.
+"""The benchmark of scripts/bench.sh: this service, on each of its two inference engines, against
+onnxruntime and the Python original.
 
-Measures, in one run and interleaved (the two sides alternate round by round, so a slow moment of
-a shared machine lands on both):
+The service is measured twice wherever it is measured: on tract (ENGINE=tract, result keys
+`service/...`) and on ONNX Runtime (ENGINE=onnxruntime, keys `service-ort/...`), the latter
+loading the ONNX Runtime library of ORT_DYLIB_PATH (scripts/bench.sh points it at the library of
+the Python onnxruntime package, so both run the very same build). Measures, in one run and
+interleaved (the sides take turns round by round, in an order that rotates from round to round,
+so a slow moment of a shared machine lands on all of them):
 
-1. inference only: the service's engine (examples/bench_engine.rs) against onnxruntime on the same
-   model and the same input tensor, on 1 thread and on N threads (N = the CPUs);
+1. inference only: each engine of the service (examples/bench_engine.rs) against onnxruntime on
+   the same model and the same input tensor, on 1 thread and on N threads (N = the CPUs);
 2. pre-processing only: decode + resize + normalise (examples/bench_preprocess.rs) against
    Pillow + numpy, on a 600x600 and a 4000x3000 JPEG;
 3. cold start: process start to first prediction printed, and peak resident memory, for
-   `densenet-api predict` against a Python + onnxruntime process (bench/ort_predict.py);
-4. end to end: multipart `POST /predict` of both JPEGs against the local server and the Python
-   reference service (bench/reference_service.py), 1 and 4 concurrent clients: latency
-   percentiles, throughput and the servers' peak memory; and, to split the time around
-   inference, the same JPEGs as a raw body, and `GET /health` alone.
+   `densenet-api predict` on each engine against a Python + onnxruntime process
+   (bench/ort_predict.py);
+4. end to end: multipart `POST /predict` of both JPEGs against the local server on each engine
+   and the Python reference service (bench/reference_service.py), 1 and 4 concurrent clients:
+   latency percentiles, throughput and the servers' peak memory; and, to split the time around
+   inference, the same JPEGs as a raw body (tract server), and `GET /health` alone.
 
-Each measurement first checks that the answers agree: raw scores against onnxruntime's on the
-same tensors (worst |a - b| / max |b| at most 1e-4), and the top-5 classes of each image through
-every path (the CLI, both servers). It writes the report (Markdown) and the raw numbers (JSON), and exits 1 if any answer
-disagreed, 2 on a usage or set-up error. Nothing here asserts on time: targets are reported as met
-or unmet, never enforced.
+Each measurement first checks that the answers agree: raw scores of each engine against
+onnxruntime's on the same tensors (worst |a - b| / max |b| at most 1e-4), and the top-5 classes of
+each image through every path (the CLI on each engine, every server). It writes the report
+(Markdown) and the raw numbers (JSON), and exits 1 if any answer disagreed, 2 on a usage or set-up
+error. Nothing here asserts on time: targets are reported as met or unmet, never enforced.
 
 Run it through scripts/bench.sh, which builds the binaries and installs the Python packages.
 """
@@ -84,10 +90,17 @@ class Counts:
     health_requests: int  # GET /health per server and round
 
 
-FULL = Counts(8, 10, 6, 4, 7, 5,
-              {("600x600", 1): 30, ("600x600", 4): 60, ("12MP", 1): 12, ("12MP", 4): 24}, 90.0, 50)
-QUICK = Counts(2, 3, 2, 2, 2, 1,
+# Rounds of the three-sided measurements are multiples of 3, so that each side takes each place
+# in the rotating order equally often.
+FULL = Counts(9, 8, 6, 4, 6, 6,
+              {("600x600", 1): 24, ("600x600", 4): 48, ("12MP", 1): 10, ("12MP", 4): 20}, 90.0, 50)
+QUICK = Counts(3, 2, 2, 2, 3, 1,
                {("600x600", 1): 8, ("600x600", 4): 12, ("12MP", 1): 4, ("12MP", 4): 8}, 45.0, 20)
+
+# The service's engines: result key prefix -> ENGINE.
+ENGINES = {"service": "tract", "service-ort": "onnxruntime"}
+LABELS = {"service": "this service (tract)", "service-ort": "this service (ONNX Runtime)",
+          "onnxruntime": "Python + onnxruntime", "reference": "Python reference service"}
 
 
 class BenchError(Exception):
@@ -137,18 +150,36 @@ def top5_agree(got: list[int], want_probs: np.ndarray) -> tuple[bool, str]:
     return False, f"got {got}, reference {want}"
 
 
+def rotated(sides: list[str], k: int) -> list[str]:
+    """`sides` in the order of round `k`: each round starts one place further along."""
+    k %= len(sides)
+    return sides[k:] + sides[:k]
+
+
+def ort_library() -> str:
+    """ONNX Runtime's library for the service's ONNX Runtime engine: ORT_DYLIB_PATH, else the
+    library of the Python onnxruntime package (the very build the Python side runs)."""
+    if os.environ.get("ORT_DYLIB_PATH"):
+        return os.environ["ORT_DYLIB_PATH"]
+    found = sorted((Path(ort.__file__).parent / "capi").glob("libonnxruntime.so.*"))
+    if not found:
+        raise BenchError("set ORT_DYLIB_PATH: no libonnxruntime.so.* in the onnxruntime package")
+    return str(found[-1])
+
+
 # --- processes --------------------------------------------------------------------------------
 
 
 class LineProcess:
     """A child answering one JSON line per command line (the bench_* examples)."""
 
-    def __init__(self, argv: list[str], log: Path, timeout_s: float = 600.0):
+    def __init__(self, argv: list[str], log: Path, timeout_s: float = 600.0,
+                 env: dict[str, str] | None = None):
         self.timeout_s = timeout_s
         self.log = log
         with log.open("wb") as stderr:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=stderr, text=True, bufsize=1)
+                                         stderr=stderr, text=True, bufsize=1, env=env)
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.proc.stdout, selectors.EVENT_READ)
 
@@ -445,6 +476,14 @@ class Bench:
         self.servers: list[Server] = []
         self.children: list[LineProcess] = []
 
+    def engine_env(self, side: str, base: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment of a service process on the engine of `side` (see ENGINES)."""
+        env = dict(os.environ if base is None else base)
+        env["ENGINE"] = ENGINES[side]
+        if ENGINES[side] == "onnxruntime":
+            env["ORT_DYLIB_PATH"] = self.ort_library
+        return env
+
     def log(self, message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -457,6 +496,8 @@ class Bench:
     # inputs
 
     def prepare(self) -> None:
+        self.ort_library = ort_library()
+        self.log(f"ONNX Runtime engine: ORT_DYLIB_PATH={self.ort_library}")
         self.images: dict[str, Path] = {}
         for name, (w, h, seed) in IMAGES.items():
             path = self.out / f"photo-{w}x{h}.jpg"
@@ -490,37 +531,50 @@ class Bench:
     def inference(self) -> None:
         c = self.counts
         self.log(f"inference: {c.inference_rounds} rounds x {c.inference_runs} runs, "
-                 f"threads {self.thread_counts}")
+                 f"threads {self.thread_counts}, engines {list(ENGINES.values())} and onnxruntime")
         tensor = self.tensors["600x600"]
         x = self.pillow_tensors["600x600"]
-        engine = LineProcess([str(self.args.examples / "bench_engine"), str(self.args.model),
-                              str(tensor), *map(str, self.thread_counts)],
-                             self.out / "bench_engine.log")
-        self.children.append(engine)
-        loaded = engine.read()
+        # One bench_engine process per engine, started (and so loaded) one after the other.
+        engines: dict[str, LineProcess] = {}
+        loaded: dict[str, dict] = {}
+        for side, engine_name in ENGINES.items():
+            engines[side] = LineProcess(
+                [str(self.args.examples / "bench_engine"), str(self.args.model), str(tensor),
+                 *map(str, self.thread_counts)],
+                self.out / f"bench_engine-{engine_name}.log", env=self.engine_env(side))
+            self.children.append(engines[side])
+            loaded[side] = engines[side].read()
         sessions = {t: ort_session(self.args.model, t)[0] for t in self.thread_counts}
 
-        for entry in loaded["engines"]:
-            t = entry["threads"]
-            ort_scores = np.asarray(sessions[t].run(None, {self.input_name: x})[0]).reshape(-1)
-            d = rel_diff(np.asarray(entry["scores"], dtype=np.float32), ort_scores)
-            self.check(f"raw scores, 600x600 tensor, {t} thread(s)", d <= SCORE_TOLERANCE,
-                       f"worst |a-b|/max|b| = {d:.2e} (limit {SCORE_TOLERANCE:.0e})")
-            other = engine.ask(f"scores {t} {self.tensors['12MP']}")
-            d = rel_diff(np.asarray(other["scores"], dtype=np.float32), self.ref_scores["12MP"])
-            self.check(f"raw scores, 12MP tensor, {t} thread(s)", d <= SCORE_TOLERANCE,
-                       f"worst |a-b|/max|b| = {d:.2e} (limit {SCORE_TOLERANCE:.0e})")
+        ort_scores = {t: np.asarray(sessions[t].run(None, {self.input_name: x})[0]).reshape(-1)
+                      for t in self.thread_counts}
+        for side, engine in engines.items():
+            for entry in loaded[side]["engines"]:
+                t = entry["threads"]
+                d = rel_diff(np.asarray(entry["scores"], dtype=np.float32), ort_scores[t])
+                self.check(f"raw scores, 600x600 tensor, {LABELS[side]}, {t} thread(s)",
+                           d <= SCORE_TOLERANCE,
+                           f"worst |a-b|/max|b| = {d:.2e} (limit {SCORE_TOLERANCE:.0e})")
+                other = engine.ask(f"scores {t} {self.tensors['12MP']}")
+                d = rel_diff(np.asarray(other["scores"], dtype=np.float32), self.ref_scores["12MP"])
+                self.check(f"raw scores, 12MP tensor, {LABELS[side]}, {t} thread(s)",
+                           d <= SCORE_TOLERANCE,
+                           f"worst |a-b|/max|b| = {d:.2e} (limit {SCORE_TOLERANCE:.0e})")
+        runtime = loaded["service-ort"].get("runtime", "")
+        self.check("the ONNX Runtime engine runs the Python side's ONNX Runtime build",
+                   runtime == f"onnxruntime {ort.__version__}",
+                   f"service: {runtime or 'unknown'}; Python: onnxruntime {ort.__version__}")
 
         times: dict[str, list[float]] = {}
         for t in self.thread_counts:  # warm-up, untimed
             sessions[t].run(None, {self.input_name: x})
+        sides = [*ENGINES, "onnxruntime"]
         for r in range(c.inference_rounds):
             for t in self.thread_counts:
-                sides = ["service", "onnxruntime"]
-                for side in sides if (r + t) % 2 == 0 else sides[::-1]:
+                for side in rotated(sides, r + t):
                     key = f"{side}/{t}"
-                    if side == "service":
-                        ms = engine.ask(f"time {t} {c.inference_runs}")["ms"]
+                    if side in engines:
+                        ms = engines[side].ask(f"time {t} {c.inference_runs}")["ms"]
                     else:
                         ms = []
                         for _ in range(c.inference_runs):
@@ -528,9 +582,13 @@ class Bench:
                             sessions[t].run(None, {self.input_name: x})
                             ms.append((time.perf_counter() - t0) * 1000.0)
                     times.setdefault(key, []).extend(ms)
-        engine.close()
+        for engine in engines.values():
+            engine.close()
         self.results["inference"] = {k: {**summary(v), "runs": v} for k, v in times.items()}
-        self.results["inference_load_ms"] = {e["threads"]: e["load_ms"] for e in loaded["engines"]}
+        self.results["inference_load_ms"] = {
+            side: {e["threads"]: e["load_ms"] for e in loaded[side]["engines"]} for side in engines}
+        self.results["engine_runtimes"] = {side: loaded[side].get("runtime", "unknown")
+                                           for side in engines}
 
     # 2. pre-processing
 
@@ -586,23 +644,24 @@ class Bench:
         c = self.counts
         self.log(f"cold start: {c.cold_runs} runs per side, {self.threads} inference threads")
         image = self.images["600x600"]
-        want = top5(self.ref_scores["600x600"])
         probs = softmax(self.ref_scores["600x600"])
         base_env = {k: v for k, v in os.environ.items() if not k.startswith(("RUST_LOG",))}
         service_env = {**base_env, "MODEL_PATH": str(self.args.model),
                        "INFERENCE_THREADS": str(self.threads), "RUST_LOG": "info",
                        "LOG_DIR": str(self.out / "cli-logs"), "NO_COLOR": "1"}
+        sides = [*ENGINES, "onnxruntime"]
         runs: dict[str, dict[str, list[float]]] = {
-            "service": {"wall_ms": [], "rss_kib": [], "load_ms": []},
-            "onnxruntime": {"wall_ms": [], "rss_kib": [], "load_ms": [], "import_ms": []}}
-        checked = {"service": False, "onnxruntime": False}
+            side: {"wall_ms": [], "rss_kib": [], "load_ms": []} for side in sides}
+        runs["onnxruntime"]["import_ms"] = []
+        checked = {side: False for side in sides}
         for r in range(c.cold_runs):
-            for side in (["service", "onnxruntime"] if r % 2 == 0 else ["onnxruntime", "service"]):
-                if side == "service":
+            for side in rotated(sides, r):
+                if side in ENGINES:
                     argv = [str(self.args.bin), "predict", str(image), "--json"]
-                    wall, rss, out, err, rc = run_measured(argv, service_env)
+                    wall, rss, out, err, rc = run_measured(argv, self.engine_env(side, service_env))
                     if rc != 0:
-                        raise BenchError(f"densenet-api predict failed ({rc}): {err[-2000:]}")
+                        raise BenchError(f"densenet-api predict (ENGINE={ENGINES[side]}) failed "
+                                         f"({rc}): {err[-2000:]}")
                     got = [p["class_id"] for p in json.loads(out.splitlines()[-1])["predictions"]]
                     m = re.search(r"load_ms=([0-9.]+)", err)
                     runs[side]["load_ms"].append(float(m.group(1)) if m else float("nan"))
@@ -620,7 +679,8 @@ class Bench:
                 runs[side]["rss_kib"].append(rss)
                 if not checked[side]:
                     ok, detail = top5_agree(got, probs)
-                    label = "densenet-api predict" if side == "service" else "Python + onnxruntime"
+                    label = (f"densenet-api predict, ENGINE={ENGINES[side]}" if side in ENGINES
+                             else LABELS[side])
                     self.check(f"top-5, 600x600 JPEG, {label} (cold process)", ok, detail)
                     checked[side] = True
         self.results["cold_start"] = {side: {k: summary(v) for k, v in m.items()}
@@ -632,21 +692,27 @@ class Bench:
         c = self.counts
         venv_python = sys.executable
         env = {k: v for k, v in os.environ.items() if not k.startswith("RUST_LOG")}
-        service = Server(
-            "service", [str(self.args.bin), "serve", "--host", "127.0.0.1", "--port", "{port}"],
-            {**env, "MODEL_PATH": str(self.args.model), "INFERENCE_THREADS": str(self.threads),
-             "LOG_DIR": str(self.out / "server-logs"), "STAGE": "dev", "RUST_LOG": "warn"},
-            self.args.root, self.out / "service.log")
-        reference = Server(
+        servers: dict[str, Server] = {}
+        for side, engine_name in ENGINES.items():
+            logs = self.out / ("server-logs" if side == "service" else f"server-logs-{engine_name}")
+            shutil.rmtree(logs, ignore_errors=True)  # every run starts empty
+            servers[side] = Server(
+                side, [str(self.args.bin), "serve", "--host", "127.0.0.1", "--port", "{port}"],
+                self.engine_env(side, {
+                    **env, "MODEL_PATH": str(self.args.model),
+                    "INFERENCE_THREADS": str(self.threads), "LOG_DIR": str(logs), "STAGE": "dev",
+                    "RUST_LOG": "warn"}),
+                self.args.root, self.out / f"{side}.log")
+        servers["reference"] = Server(
             "reference",
             [venv_python, "-m", "uvicorn", "reference_service:app", "--host", "127.0.0.1",
              "--port", "{port}", "--log-level", "warning", "--no-access-log"],
             {**env, "MODEL_PATH": str(self.args.model), "INFERENCE_THREADS": str(self.threads)},
             self.args.root / "bench", self.out / "reference.log")
-        shutil.rmtree(self.out / "server-logs", ignore_errors=True)  # every run starts empty
-        servers = {"service": service, "reference": reference}
+        service = servers["service"]
         bodies = {n: multipart(b, self.images[n].name) for n, b in self.image_bytes.items()}
-        self.log(f"end to end: starting both servers ({self.threads} inference threads each)")
+        self.log(f"end to end: starting {len(servers)} servers ({self.threads} inference threads "
+                 "each)")
         for s in servers.values():
             self.servers.append(s)
             s.start(*bodies["600x600"])
@@ -659,10 +725,11 @@ class Bench:
                                      f"{data[:300]!r}")
                 got = [p["class_id"] for p in json.loads(data)["predictions"]]
                 ok, detail = top5_agree(got, softmax(self.ref_scores[image]))
-                label = "this service" if name == "service" else "Python reference service"
-                self.check(f"top-5, {image} JPEG, {label} /predict", ok, detail)
+                self.check(f"top-5, {image} JPEG, {LABELS[name]} /predict", ok, detail)
         status, info = http_get(service.port, "/model-info")
         self.results["model_info"] = json.loads(info) if status == 200 else {}
+        status, info = http_get(servers["service-ort"].port, "/model-info")
+        self.results["model_info_ort"] = json.loads(info) if status == 200 else {}
 
         # Besides the multipart uploads: the same images as a raw image/jpeg body to the service
         # (what multipart parsing costs), and GET /health (the HTTP round trip alone).
@@ -671,7 +738,7 @@ class Bench:
         health: dict[str, list[float]] = {name: [] for name in servers}
         for r in range(c.e2e_rounds):
             self.log(f"end to end: round {r + 1} of {c.e2e_rounds}")
-            order = ["service", "reference"] if r % 2 == 0 else ["reference", "service"]
+            order = rotated(list(servers), r)
             for name in order:
                 health[name] += health_round_trips(servers[name].port, c.health_requests)
             for (image, clients), n in c.e2e_requests.items():
@@ -765,7 +832,7 @@ def machine() -> dict[str, str]:
             "kernel": platform.release(), "os": os_name}
 
 
-def versions(root: Path, info: dict) -> dict[str, str]:
+def versions(root: Path, info: dict, info_ort: dict) -> dict[str, str]:
     import fastapi
     import PIL
     import uvicorn
@@ -776,6 +843,7 @@ def versions(root: Path, info: dict) -> dict[str, str]:
         "densenet-api": f"{commit}{' + uncommitted changes' if dirty else ''}",
         "rustc": command_output(["rustc", "--version"]),
         "service runtime": info.get("runtime", "unknown"),
+        "ONNX Runtime engine": info_ort.get("runtime", "unknown"),
         "Python": platform.python_version(),
         "onnxruntime": ort.__version__,
         "Pillow": PIL.__version__,
@@ -837,7 +905,9 @@ def main() -> int:
         "quick": args.quick,
         "threads": bench.threads,
         "machine": machine(),
-        "versions": versions(args.root, bench.results.get("model_info", {})),
+        "versions": versions(args.root, bench.results.get("model_info", {}),
+                             bench.results.get("model_info_ort", {})),
+        "onnxruntime_library": getattr(bench, "ort_library", ""),
         "model_name": args.model.name,
         "test_model": args.test_model,
         "noise": {"others_share": others_share(elapsed, busy0, own0),

@@ -1,11 +1,16 @@
 //! Times the service's inference engine on one input tensor, driven by `bench/run.py`.
 //!
-//! Usage: `bench_engine MODEL TENSOR THREADS...`
+//! Usage: `[ENGINE=tract|onnxruntime] [ORT_DYLIB_PATH=LIB] bench_engine MODEL TENSOR THREADS...`
+//!
+//! The engine is chosen as the service chooses it: `ENGINE` names it (`tract` by default,
+//! `onnxruntime` in a build with the `onnxruntime` feature), and `ORT_DYLIB_PATH` is ONNX
+//! Runtime's shared library (default `libonnxruntime.so`, found on the loader's search path).
 //!
 //! Loads the model once per thread count (through `densenet_api::inference::load`, as the service
 //! does), runs each engine once as a warm-up, and prints one JSON line:
-//! `{"engines": [{"threads", "load_ms", "scores"}]}`, the scores being those of TENSOR (raw
-//! little-endian f32, NCHW). Then it answers one command per line of standard input, one JSON
+//! `{"engine", "runtime", "engines": [{"threads", "load_ms", "scores"}]}`: the engine's name and
+//! the runtime with its version, then per thread count the load time and the scores of TENSOR
+//! (raw little-endian f32, NCHW). Then it answers one command per line of standard input, one JSON
 //! line each, until the input ends:
 //!
 //! - `time THREADS RUNS`: runs the engine of THREADS threads RUNS times on TENSOR and prints
@@ -21,7 +26,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use densenet_api::inference::{self, LoadOptions, SharedEngine};
+use densenet_api::inference::{
+    self, DEFAULT_ONNXRUNTIME_LIBRARY, EngineKind, LoadOptions, SharedEngine,
+};
 use serde_json::json;
 
 fn main() -> anyhow::Result<()> {
@@ -33,16 +40,29 @@ fn main() -> anyhow::Result<()> {
         bail!("usage: bench_engine MODEL TENSOR THREADS... (at least one thread count)");
     }
     let input = read_tensor(Path::new(tensor))?;
+    let kind: EngineKind = match std::env::var("ENGINE") {
+        Ok(name) if !name.trim().is_empty() => name.parse()?,
+        _ => EngineKind::default(),
+    };
+    let library = std::env::var_os("ORT_DYLIB_PATH")
+        .filter(|path| !path.is_empty())
+        .map_or_else(|| PathBuf::from(DEFAULT_ONNXRUNTIME_LIBRARY), PathBuf::from);
 
     let mut engines = BTreeMap::new();
     let mut loaded = Vec::new();
+    let mut runtime = String::new();
     for threads in threads {
         let threads: usize = threads
             .parse()
             .with_context(|| format!("thread count {threads:?}"))?;
-        let options = LoadOptions::new("DenseNet121", threads);
+        let options = LoadOptions {
+            engine: kind,
+            onnxruntime_library: library.clone(),
+            ..LoadOptions::new("DenseNet121", threads)
+        };
         let engine = inference::load(&PathBuf::from(model), &options)
-            .with_context(|| format!("loading {model} with {threads} threads"))?;
+            .with_context(|| format!("loading {model} into {kind} with {threads} threads"))?;
+        runtime.clone_from(&engine.info().runtime);
         let scores = engine.run(input.clone())?;
         loaded.push(json!({
             "threads": threads,
@@ -52,7 +72,11 @@ fn main() -> anyhow::Result<()> {
         engines.insert(threads, engine);
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", json!({ "engines": loaded }))?;
+    writeln!(
+        out,
+        "{}",
+        json!({ "engine": kind.as_str(), "runtime": runtime, "engines": loaded })
+    )?;
     out.flush()?;
 
     for line in std::io::stdin().lock().lines() {

@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
-# Benchmarks the service against onnxruntime and the original Python service, side by side in one
-# run, and writes BENCHMARKS.md. Exits non-zero if the service's answers disagree with
-# onnxruntime's. What is measured, and how, is in bench/run.py.
+# Benchmarks the service, on each of its engines (tract and ONNX Runtime), against onnxruntime and
+# the original Python service, side by side in one run, and writes BENCHMARKS.md. Exits non-zero
+# if the service's answers disagree with onnxruntime's. What is measured, and how, is in
+# bench/run.py.
 set -euo pipefail
 
 usage() {
     cat <<'USAGE'
 Usage: scripts/bench.sh [--model PATH] [--quick] [--threads N] [--report PATH] [--help]
 
-Builds the service and its benchmark examples (cargo build --release), installs the Python side
-(bench/requirements.txt: FastAPI, uvicorn, Pillow, onnxruntime, ...) into .tools/bench-venv,
-makes the test images, then measures, interleaved with the Python side:
-  - inference only: the service's engine vs onnxruntime, same model and tensor, 1 and N threads;
+Builds the service and its benchmark examples with both engines (cargo build --release
+--features onnxruntime), installs the Python side (bench/requirements.txt: FastAPI, uvicorn,
+Pillow, onnxruntime, ...) into .tools/bench-venv, makes the test images, then measures the
+service on each engine -- tract (ENGINE=tract) and ONNX Runtime (ENGINE=onnxruntime) --
+interleaved with the Python side:
+  - inference only: each engine vs onnxruntime, same model and tensor, 1 and N threads;
   - pre-processing only: decode + resize + normalise vs Pillow + numpy, 600x600 and 12-MP JPEGs;
   - cold start: process start to first prediction, and peak memory, vs Python + onnxruntime;
   - end to end: POST /predict of both JPEGs, 1 and 4 clients, vs the Python reference service.
+The ONNX Runtime engine loads the very library the Python side runs: ORT_DYLIB_PATH is set to
+the libonnxruntime.so.* of the onnxruntime package in the virtual environment.
 Outputs are checked first (raw scores against onnxruntime, top-5 on the images): any
-disagreement makes the run fail (exit 1) after the report is written.
+disagreement makes the run fail (exit 1) after the report is written. The report ends with an
+estimate, from the measured inference times, of the Lambda memory setting and cost per
+prediction for each engine.
 
 Options:
   --model PATH   the ONNX model (default: the random-weight DenseNet121 stand-in, made once
@@ -32,6 +39,8 @@ records how much CPU other processes took meanwhile.
 
 Environment:
   CARGO_TARGET_DIR   where cargo builds (default ./target)
+  ORT_DYLIB_PATH     not read: the script sets it to the libonnxruntime.so.* of the bench
+                     environment (see above)
   PYTHON             interpreter for the virtual environment (default python3, 3.10 or newer)
 USAGE
 }
@@ -119,9 +128,26 @@ else
 fi
 python="$venv/bin/python"
 
-step "Building the service and the benchmark examples (release)"
-cargo build --release --locked --bins --examples
+step "Building the service and the benchmark examples (release, both engines)"
+cargo build --release --locked --bins --examples --features onnxruntime
 target="${CARGO_TARGET_DIR:-$root/target}"
+
+# The ONNX Runtime engine runs the library of the Python onnxruntime package, so that both sides
+# of every comparison run the very same ONNX Runtime build.
+ORT_DYLIB_PATH="$("$python" - <<'PYTHON'
+import pathlib
+import onnxruntime
+
+found = sorted((pathlib.Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so.*"))
+print(found[-1] if found else "")
+PYTHON
+)"
+if [[ -z "$ORT_DYLIB_PATH" || ! -f "$ORT_DYLIB_PATH" ]]; then
+    echo "error: no libonnxruntime.so.* in the onnxruntime package of $venv" >&2
+    exit 1
+fi
+export ORT_DYLIB_PATH
+echo "ONNX Runtime engine: ORT_DYLIB_PATH=$ORT_DYLIB_PATH"
 
 test_model=()
 if [[ -z "$model" ]]; then
