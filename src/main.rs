@@ -81,8 +81,31 @@ enum ModelRepoAction {
     Resolve,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    limit_malloc_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run())
+}
+
+/// glibc's malloc gives each thread that allocates its own arena, up to eight per core, and an
+/// arena keeps the memory of the largest work done on it: with inferences and decodes moving
+/// between blocking threads, resident memory under load grew to about three times what one
+/// inference needs. Two arenas serve two cores without measurable contention. An explicit
+/// `MALLOC_ARENA_MAX` in the environment wins.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter, before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::from_env()?;
     let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
