@@ -269,12 +269,15 @@ def cold_start(res: dict, threads: int) -> list[str]:
              "threads): `densenet-api predict IMAGE --json` on each engine against "
              "`bench/ort_predict.py` (Python starts, imports numpy, onnxruntime and Pillow, "
              "creates the session, classifies). Wall time from spawn to exit; model ready: the "
-             "service's own `load_ms` (tract: read, parse, optimise, plan; ONNX Runtime: load "
-             "the library, read the file, create the session) against the `InferenceSession(...)` "
-             "call; peak resident memory as GNU time reports it (`%M`).\n",
+             "service's own `load_ms` (tract: read the model prepared by `densenet-api "
+             "prepare-model`, as the Lambda image ships it, then optimise and plan; from the ONNX "
+             "file: also parse, type and declutter; ONNX Runtime: load the library, read the "
+             "file, create the session) against the `InferenceSession(...)` call; peak resident "
+             "memory as GNU time reports it (`%M`).\n",
              "| process | spawn to prediction, ms (p25–p75) | model ready, ms | peak RSS | runs |",
              "|---|---|---|---|---|"]
-    labels = {"service": "densenet-api predict, tract",
+    labels = {"service": "densenet-api predict, tract (prepared model)",
+              "service-onnx": "densenet-api predict, tract from the ONNX file",
               "service-ort": "densenet-api predict, ONNX Runtime",
               "onnxruntime": "Python + onnxruntime"}
     for side, label in labels.items():
@@ -413,7 +416,7 @@ def where_time_goes(res: dict, threads: int) -> list[str]:
                 f"goes from {fmt(one['inference_ms']['median'])} to "
                 f"{fmt(four['inference_ms']['median'])} ms: {why}.")
     cold = res.get("cold_start", {})
-    what = {"service": "reading, parsing, optimising and planning the model",
+    what = {"service": "reading the prepared model, optimising and planning it",
             "service-ort": "loading ONNX Runtime, reading the model and creating the session"}
     for side, engine in ENGINES.items():
         s = cold.get(side)

@@ -479,9 +479,13 @@ class Bench:
     def engine_env(self, side: str, base: dict[str, str] | None = None) -> dict[str, str]:
         """The environment of a service process on the engine of `side` (see ENGINES)."""
         env = dict(os.environ if base is None else base)
-        env["ENGINE"] = ENGINES[side]
-        if ENGINES[side] == "onnxruntime":
+        env.pop("PREPARED_MODEL_PATH", None)
+        env["ENGINE"] = ENGINES.get(side, "tract")
+        if env["ENGINE"] == "onnxruntime":
             env["ORT_DYLIB_PATH"] = self.ort_library
+        elif side == "service" and self.args.prepared:
+            # tract as the Lambda image runs it: the model prepared ahead (prepare-model).
+            env["PREPARED_MODEL_PATH"] = str(self.args.prepared)
         return env
 
     def log(self, message: str) -> None:
@@ -649,18 +653,19 @@ class Bench:
         service_env = {**base_env, "MODEL_PATH": str(self.args.model),
                        "INFERENCE_THREADS": str(self.threads), "RUST_LOG": "info",
                        "LOG_DIR": str(self.out / "cli-logs"), "NO_COLOR": "1"}
-        sides = [*ENGINES, "onnxruntime"]
+        # "service-onnx": tract loading the ONNX file itself, without the prepared model.
+        sides = [*ENGINES, *(["service-onnx"] if self.args.prepared else []), "onnxruntime"]
         runs: dict[str, dict[str, list[float]]] = {
             side: {"wall_ms": [], "rss_kib": [], "load_ms": []} for side in sides}
         runs["onnxruntime"]["import_ms"] = []
         checked = {side: False for side in sides}
         for r in range(c.cold_runs):
             for side in rotated(sides, r):
-                if side in ENGINES:
+                if side != "onnxruntime":
                     argv = [str(self.args.bin), "predict", str(image), "--json"]
                     wall, rss, out, err, rc = run_measured(argv, self.engine_env(side, service_env))
                     if rc != 0:
-                        raise BenchError(f"densenet-api predict (ENGINE={ENGINES[side]}) failed "
+                        raise BenchError(f"densenet-api predict ({side}) failed "
                                          f"({rc}): {err[-2000:]}")
                     got = [p["class_id"] for p in json.loads(out.splitlines()[-1])["predictions"]]
                     m = re.search(r"load_ms=([0-9.]+)", err)
@@ -679,7 +684,7 @@ class Bench:
                 runs[side]["rss_kib"].append(rss)
                 if not checked[side]:
                     ok, detail = top5_agree(got, probs)
-                    label = (f"densenet-api predict, ENGINE={ENGINES[side]}" if side in ENGINES
+                    label = (f"densenet-api predict, {side}" if side != "onnxruntime"
                              else LABELS[side])
                     self.check(f"top-5, 600x600 JPEG, {label} (cold process)", ok, detail)
                     checked[side] = True
@@ -867,6 +872,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="N (default: the CPUs)")
     parser.add_argument("--test-model", action="store_true",
                         help="the model is the random-weight stand-in (said in the report)")
+    parser.add_argument("--prepared", type=Path, default=None,
+                        help="the model prepared by `densenet-api prepare-model`, which the tract "
+                             "side loads as the Lambda image does")
     parser.add_argument("--quick", action="store_true", help="few repetitions (minutes, noisy)")
     parser.add_argument("--command", default="", help="the command line to record in the report")
     args = parser.parse_args()

@@ -16,7 +16,9 @@ service on each engine -- tract (ENGINE=tract) and ONNX Runtime (ENGINE=onnxrunt
 interleaved with the Python side:
   - inference only: each engine vs onnxruntime, same model and tensor, 1 and N threads;
   - pre-processing only: decode + resize + normalise vs Pillow + numpy, 600x600 and 12-MP JPEGs;
-  - cold start: process start to first prediction, and peak memory, vs Python + onnxruntime;
+  - cold start: process start to first prediction, and peak memory, vs Python + onnxruntime
+    (tract loads the model prepared by `densenet-api prepare-model`, as the Lambda image does,
+    and, for comparison, the ONNX file itself);
   - end to end: POST /predict of both JPEGs, 1 and 4 clients, vs the Python reference service.
 The ONNX Runtime engine loads the very library the Python side runs: ORT_DYLIB_PATH is set to
 the libonnxruntime.so.* of the onnxruntime package in the virtual environment.
@@ -163,6 +165,10 @@ elif [[ ! -f "$model" ]]; then
     exit 2
 fi
 
+step "Preparing the model for the tract engine, as the Lambda image does"
+prepared="$out/$(basename "${model%.onnx}").nnef.tar"
+"$target/release/densenet-api" prepare-model --model "$model" --out "$prepared"
+
 step "Benchmarking (bench/run.py)"
 # run.py starts and stops its own servers and children, also when interrupted.
 quick_flag=()
@@ -174,5 +180,6 @@ if [[ $quick -eq 1 ]]; then quick_flag=(--quick); fi
     --out "$out" \
     --report "$report" \
     --threads "$threads" \
+    --prepared "$prepared" \
     --command "$command_line" \
     "${test_model[@]}" "${quick_flag[@]}"
