@@ -98,7 +98,7 @@ def test_function_properties(function):
     props = function["Properties"]
     assert props["PackageType"] == "Image"
     assert props["Architectures"] == ["x86_64"]
-    assert props["MemorySize"] == 3008
+    assert props["MemorySize"] == 1769
     assert props["Timeout"] == 30
     assert props["LoggingConfig"]["LogFormat"] == "JSON"
     env = props["Environment"]["Variables"]
@@ -108,6 +108,7 @@ def test_function_properties(function):
     assert env["AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH"] == "true"
     assert env["RUST_LOG"] == "info"
     assert env["ENGINE"] == {"Ref": "InferenceEngine"}
+    assert env["INFERENCE_THREADS"] == "1"
     assert "ENV MODEL_PATH=/opt/model/densenet121_Opset17.onnx" in (REPO_ROOT / "Dockerfile").read_text()
 
 
