@@ -594,6 +594,31 @@ class Bench:
         self.results["engine_runtimes"] = {side: loaded[side].get("runtime", "unknown")
                                            for side in engines}
 
+    # 1b. where tract spends its time
+
+    def profile(self) -> None:
+        runs = 3 if self.args.quick else 10
+        self.log(f"tract profile: load stages and {runs} inferences timed node by node, 1 thread")
+        argv = [str(self.args.examples / "profile_tract"), str(self.args.model), "1", str(runs)]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise BenchError(f"profile_tract failed ({done.returncode}): {done.stderr[-2000:]}")
+        load, ops, total, nodes = [], [], None, None
+        for line in done.stdout.splitlines():
+            cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+            if m := re.search(r"(\d+) nodes in the optimised plan", line):
+                nodes = int(m.group(1))
+            elif len(cells) == 2 and re.fullmatch(r"[0-9.]+", cells[1]):
+                load.append({"stage": cells[0], "ms": float(cells[1])})
+            elif len(cells) == 3 and cells[0].startswith("whole run"):
+                total = float(cells[1])
+            elif len(cells) == 3 and re.fullmatch(r"[0-9.]+", cells[1]):
+                ops.append({"op": cells[0], "ms": float(cells[1])})
+        if total is None or not ops:
+            raise BenchError(f"profile_tract printed no profile: {done.stdout[-2000:]}")
+        self.results["tract_profile"] = {"runs": runs, "nodes": nodes, "load": load, "ops": ops,
+                                         "total_ms": total}
+
     # 2. pre-processing
 
     def preprocess(self) -> None:
@@ -879,7 +904,7 @@ def main() -> int:
     parser.add_argument("--command", default="", help="the command line to record in the report")
     args = parser.parse_args()
     for p in (args.model, args.bin, args.examples / "bench_engine",
-              args.examples / "bench_preprocess", Path(TIME)):
+              args.examples / "bench_preprocess", args.examples / "profile_tract", Path(TIME)):
         if not p.exists():
             print(f"error: {p} not found (scripts/bench.sh builds and makes everything)",
                   file=sys.stderr)
@@ -893,8 +918,8 @@ def main() -> int:
     load_start = " ".join(f"{v:.2f}" for v in os.getloadavg())
     bench = Bench(args)
     sections: dict[str, float] = {}  # CPU share other processes took during each step
-    steps: list[Callable[[], None]] = [bench.prepare, bench.inference, bench.preprocess,
-                                       bench.cold_start, bench.end_to_end]
+    steps: list[Callable[[], None]] = [bench.prepare, bench.inference, bench.profile,
+                                       bench.preprocess, bench.cold_start, bench.end_to_end]
     try:
         for step in steps:
             t0, busy, own = time.time(), cpu_busy_s(), own_cpu_s()
