@@ -230,7 +230,10 @@ impl Engine for TractEngine {
                 input.len()
             );
         }
-        let tensor = Tensor::from_shape(&self.info.input_shape, &input)?;
+        // The input's buffer becomes the tensor's: no copy of the 600 KB image.
+        let tensor =
+            tract_ndarray::ArrayD::from_shape_vec(self.info.input_shape.as_slice(), input)?
+                .into_tensor();
         let outputs = self
             .plan
             .run(tvec!(tensor.into_tvalue()))
