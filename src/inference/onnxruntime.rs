@@ -28,8 +28,7 @@ impl OnnxRuntimeEngine {
     pub fn load(path: &Path, options: &LoadOptions) -> anyhow::Result<OnnxRuntimeEngine> {
         let started = Instant::now();
         let environment = environment(&options.onnxruntime_library)?;
-        let (bytes, proto, facts) = OnnxFacts::load(path)?;
-        drop(proto);
+        let (bytes, facts) = OnnxFacts::load(path)?;
 
         let mut builder = Session::builder(environment)
             .map_err(configuring)?

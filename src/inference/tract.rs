@@ -115,7 +115,10 @@ pub fn prepare(onnx: &Path, out: &Path) -> anyhow::Result<Prepared> {
 
 /// The ONNX model at `path`, typed and decluttered, with its input fixed to one image.
 fn decluttered_onnx(path: &Path) -> anyhow::Result<(TypedModel, OnnxFacts)> {
-    let (bytes, proto, facts) = OnnxFacts::load(path)?;
+    let (bytes, facts) = OnnxFacts::load(path)?;
+    let proto = tract_onnx::onnx()
+        .proto_model_for_read(&mut bytes.as_slice())
+        .with_context(|| format!("parsing {} as ONNX", path.display()))?;
     drop(bytes);
     let mut model = tract_onnx::onnx()
         .model_for_proto_model(&proto)
