@@ -98,6 +98,26 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
+    /// Checks that `len` values make one input of the model, as [`Engine::run`] takes it.
+    pub(crate) fn check_input_len(&self, len: usize) -> anyhow::Result<()> {
+        let expected: usize = self.input_shape.iter().product();
+        if len != expected {
+            bail!("input has {len} values, the model takes {expected}");
+        }
+        Ok(())
+    }
+
+    /// Checks that an engine's output of `len` scores has one score per class.
+    pub(crate) fn check_output_len(&self, len: usize) -> anyhow::Result<()> {
+        if len != self.num_classes {
+            bail!(
+                "the model produced {len} scores, expected {}",
+                self.num_classes
+            );
+        }
+        Ok(())
+    }
+
     /// The input's height and width.
     pub fn input_hw(&self) -> (u32, u32) {
         let dim = |i: usize| self.input_shape.get(i).copied().unwrap_or(0) as u32;

@@ -83,13 +83,7 @@ impl Engine for OnnxRuntimeEngine {
     }
 
     fn run(&self, input: Vec<f32>) -> anyhow::Result<Vec<f32>> {
-        let expected: usize = self.info.input_shape.iter().product();
-        if input.len() != expected {
-            bail!(
-                "input has {} values, the model takes {expected}",
-                input.len()
-            );
-        }
+        self.info.check_input_len(input.len())?;
         let tensor = Tensor::from_array((self.info.input_shape.clone(), input))
             .map_err(|e| anyhow!("making the input tensor: {e}"))?;
         // A panic while running cannot leave the session half-updated: ONNX Runtime keeps no
@@ -104,13 +98,7 @@ impl Engine for OnnxRuntimeEngine {
         let (_, scores) = outputs[0]
             .try_extract_tensor::<f32>()
             .map_err(|e| anyhow!("reading the model output as f32: {e}"))?;
-        if scores.len() != self.info.num_classes {
-            bail!(
-                "the model produced {} scores, expected {}",
-                scores.len(),
-                self.info.num_classes
-            );
-        }
+        self.info.check_output_len(scores.len())?;
         Ok(scores.to_vec())
     }
 }

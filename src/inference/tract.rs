@@ -226,13 +226,7 @@ impl Engine for TractEngine {
     }
 
     fn run(&self, input: Vec<f32>) -> anyhow::Result<Vec<f32>> {
-        let expected: usize = self.info.input_shape.iter().product();
-        if input.len() != expected {
-            bail!(
-                "input has {} values, the model takes {expected}",
-                input.len()
-            );
-        }
+        self.info.check_input_len(input.len())?;
         // The input's buffer becomes the tensor's: no copy of the 600 KB image.
         let tensor =
             tract_ndarray::ArrayD::from_shape_vec(self.info.input_shape.as_slice(), input)?
@@ -246,13 +240,7 @@ impl Engine for TractEngine {
             .try_as_plain_ram()
             .and_then(|view| view.as_slice::<f32>())
             .context("reading the model output as f32")?;
-        if scores.len() != self.info.num_classes {
-            bail!(
-                "the model produced {} scores, expected {}",
-                scores.len(),
-                self.info.num_classes
-            );
-        }
+        self.info.check_output_len(scores.len())?;
         Ok(scores.to_vec())
     }
 }
