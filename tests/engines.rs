@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::OnceLock;
 
 use densenet_api::AppState;
@@ -15,8 +14,6 @@ use densenet_api::inference::{self, EngineKind, LoadOptions, SharedEngine};
 use densenet_api::labels::Labels;
 use densenet_api::prediction_log::PredictionLog;
 use serde::Deserialize;
-
-const BIN: &str = env!("CARGO_BIN_EXE_densenet-api");
 
 fn onnxruntime_library() -> PathBuf {
     let path = std::env::var_os("ORT_DYLIB_PATH")
@@ -249,14 +246,7 @@ fn predict_with(env: &[(&str, &str)]) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("picture.png");
     std::fs::write(&image, common::png(64, 48)).unwrap();
-    let mut command = Command::new(BIN);
-    command
-        .arg("predict")
-        .arg(&image)
-        .arg("--json")
-        .env("MODEL_PATH", common::test_model_path())
-        .env("LOG_DIR", dir.path().join("logs"))
-        .env_remove("RUST_BACKTRACE");
+    let mut command = common::predict_command(&image, &dir.path().join("logs"));
     for (name, value) in env {
         command.env(name, value);
     }

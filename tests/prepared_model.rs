@@ -192,14 +192,7 @@ fn the_binary_prepares_then_predicts_the_same_as_from_onnx() {
     assert!(out.is_file());
 
     let predict = |prepared: Option<&Path>| {
-        let mut command = Command::new(BIN);
-        command
-            .arg("predict")
-            .arg(&image)
-            .arg("--json")
-            .env("MODEL_PATH", common::test_model_path())
-            .env("LOG_DIR", dir.path().join("logs"))
-            .env_remove("PREPARED_MODEL_PATH");
+        let mut command = common::predict_command(&image, &dir.path().join("logs"));
         if let Some(path) = prepared {
             command.env("PREPARED_MODEL_PATH", path);
         }
@@ -223,13 +216,8 @@ fn the_binary_stops_with_a_clear_error_on_a_missing_prepared_model() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("picture.png");
     std::fs::write(&image, common::png(32, 32)).unwrap();
-    let output = Command::new(BIN)
-        .arg("predict")
-        .arg(&image)
-        .env("MODEL_PATH", common::test_model_path())
+    let output = common::predict_command(&image, &dir.path().join("logs"))
         .env("PREPARED_MODEL_PATH", dir.path().join("absent.nnef.tar"))
-        .env("LOG_DIR", dir.path().join("logs"))
-        .env_remove("RUST_BACKTRACE")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -85,6 +85,25 @@ pub async fn json(response: Response<Body>) -> (u16, axum::http::HeaderMap, serd
     (status, headers, value)
 }
 
+/// The binary's `predict IMAGE --json` on the test model, logging to `log_dir`, with no engine
+/// settings inherited from the environment: callers add what they test.
+pub fn predict_command(
+    image: &std::path::Path,
+    log_dir: &std::path::Path,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_densenet-api"));
+    command
+        .arg("predict")
+        .arg(image)
+        .arg("--json")
+        .env("MODEL_PATH", test_model_path())
+        .env("LOG_DIR", log_dir)
+        .env_remove("ENGINE")
+        .env_remove("PREPARED_MODEL_PATH")
+        .env_remove("RUST_BACKTRACE");
+    command
+}
+
 /// A colourful, asymmetric test picture.
 pub fn picture(width: u32, height: u32) -> DynamicImage {
     DynamicImage::ImageRgb8(ImageBuffer::from_fn(width, height, |x, y| {
