@@ -224,9 +224,12 @@ def limits(res: dict, threads: int) -> list[str]:
     first = servers.get("service-ort", {}).get("peak_after_first_kib")
     ref = servers.get("reference", {}).get("peak_rss_kib")
     if first and ref:
+        peak = servers.get("service-ort", {}).get("peak_rss_kib")
         out.append(f"- Memory: the ONNX Runtime engine holds {mib(first)} once its first "
-                   f"prediction is done (the session with its weights and buffers), already more "
-                   f"than half of the reference's peak ({mib(ref)}).")
+                   f"prediction is done (the session with its weights and buffers), "
+                   f"{share(first, ref)} of the reference's peak ({mib(ref)}) before any "
+                   "concurrent request"
+                   + (f"; 4 clients take it to {mib(peak)}" if peak else "") + ".")
     return out
 
 
