@@ -3,10 +3,13 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::time::Instant;
 
 use anyhow::Context;
 use prost::Message;
 use sha2::{Digest, Sha256};
+
+use super::ModelInfo;
 
 /// Facts read from the ONNX protobuf and the file's bytes, not from an engine's graph.
 #[derive(Debug)]
@@ -58,6 +61,32 @@ impl OnnxFacts {
             file_size: bytes.len() as u64,
             sha256: hex(&Sha256::digest(bytes)),
         })
+    }
+
+    /// The model's description: these facts, plus what the engine that loaded it (`runtime`,
+    /// `name`d by the service) found, with the time since loading `started`.
+    pub fn into_info(
+        self,
+        name: &str,
+        runtime: String,
+        input_shape: Vec<usize>,
+        num_classes: usize,
+        started: Instant,
+    ) -> ModelInfo {
+        ModelInfo {
+            name: name.to_owned(),
+            framework: "ONNX",
+            runtime,
+            input_name: self.input_name,
+            input_shape,
+            output_name: self.output_name,
+            num_classes,
+            parameters: self.parameters,
+            opset_version: self.opset_version,
+            model_file_size: self.file_size,
+            model_sha256: self.sha256,
+            load_time_ms: started.elapsed().as_secs_f64() * 1000.0,
+        }
     }
 
     /// Reads the model file at `path`: its bytes and its facts.

@@ -51,25 +51,13 @@ impl OnnxRuntimeEngine {
             .context("the model has no output")?;
         let num_classes = output_len(output.dtype())?;
 
-        let info = ModelInfo {
-            name: options.name.clone(),
-            framework: "ONNX",
-            runtime: format!(
-                "onnxruntime {}",
-                version(&options.onnxruntime_library)
-                    .as_deref()
-                    .unwrap_or("(unknown version)")
-            ),
-            input_name: facts.input_name,
-            input_shape,
-            output_name: facts.output_name,
-            num_classes,
-            parameters: facts.parameters,
-            opset_version: facts.opset_version,
-            model_file_size: facts.file_size,
-            model_sha256: facts.sha256,
-            load_time_ms: started.elapsed().as_secs_f64() * 1000.0,
-        };
+        let runtime = format!(
+            "onnxruntime {}",
+            version(&options.onnxruntime_library)
+                .as_deref()
+                .unwrap_or("(unknown version)")
+        );
+        let info = facts.into_info(&options.name, runtime, input_shape, num_classes, started);
         Ok(OnnxRuntimeEngine {
             session: Mutex::new(session),
             info,

@@ -46,20 +46,8 @@ impl TractEngine {
             .into_runnable_with_options(&run_options(options.threads))
             .context("planning the model")?;
 
-        let info = ModelInfo {
-            name: options.name.clone(),
-            framework: "ONNX",
-            runtime: format!("tract {}", env!("TRACT_VERSION")),
-            input_name: facts.input_name,
-            input_shape,
-            output_name: facts.output_name,
-            num_classes,
-            parameters: facts.parameters,
-            opset_version: facts.opset_version,
-            model_file_size: facts.file_size,
-            model_sha256: facts.sha256,
-            load_time_ms: started.elapsed().as_secs_f64() * 1000.0,
-        };
+        let runtime = format!("tract {}", env!("TRACT_VERSION"));
+        let info = facts.into_info(&options.name, runtime, input_shape, num_classes, started);
         Ok(TractEngine { plan, info })
     }
 }
